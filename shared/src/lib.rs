@@ -5,6 +5,7 @@
 //! - [`config`]: settings read once per cold start from environment variables.
 //! - [`contract`]: the HTTP contract: request envelope, success and error bodies, status codes.
 //! - [`bootstrap`]: tracing, configuration and AWS clients for a function's cold start.
+//! - [`secret`]: the Deno token type, zeroized and redacted.
 //! - [`tools`]: the six agent tools behind the function binaries.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -12,4 +13,5 @@
 pub mod bootstrap;
 pub mod config;
 pub mod contract;
+pub mod secret;
 pub mod tools;
