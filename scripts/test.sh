@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, clippy, the unit tests and the integration tests against
+# the local stack, which it starts on loopback and stops again. This is the README's test command
+# and what CI runs.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+python=.venv/bin/python
+
+phase() { printf '\n==> %s\n' "$*"; }
+
+phase "install the local stack's tools (skipped when up to date)"
+bash local/install.sh
+
+phase "cargo fmt --check"
+cargo fmt --all --check
+
+phase "build the workspace (the first build takes 10-15 minutes on two cores)"
+cargo build --workspace --all-targets
+
+phase "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+phase "start the local stack"
+started_here=false
+if [ ! -f local/.state/stack.env ]; then
+  started_here=true
+fi
+stop_stack() {
+  if [ "$started_here" = true ]; then
+    phase "stop the local stack"
+    "$python" local/stack.py stop
+  fi
+}
+trap stop_stack EXIT
+"$python" local/stack.py start
+
+phase "cargo test"
+cargo test --workspace 2>&1 | tee local/.state/cargo-test.log
+
+# One closing line with the totals of every test binary, so the summary does not depend on which
+# binary happened to run last.
+awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
+     END { printf "\ntotal: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' \
+  local/.state/cargo-test.log >local/.state/test-summary.txt
+
+stop_stack
+started_here=false
+cat local/.state/test-summary.txt
