@@ -185,8 +185,9 @@ impl CallContext {
     }
 }
 
-/// Longest id accepted in the context; DynamoDB keys allow far more, but no platform id is this long.
-pub const MAX_ID_LENGTH: usize = 256;
+/// Longest id accepted in the context. Session ids are sent to Deno as a label value, which Deno
+/// limits to 128 bytes.
+pub const MAX_ID_LENGTH: usize = 128;
 
 /// Rejects an empty, oversized or control-character id, naming `field`.
 ///
@@ -250,8 +251,11 @@ pub fn decode_request<A: DeserializeOwned>(body: &[u8]) -> Result<ToolRequest<A>
             "request body has no context; send context.org_id, user_id and session_id",
         )
     })?;
-    let context: CallContext = serde_json::from_value(context_value)
-        .map_err(|err| ToolError::invalid_argument(format!("invalid context: {err}")))?;
+    let context: CallContext = serde_path_to_error::deserialize(context_value).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        ToolError::invalid_argument(format!("invalid context ({path}): {inner}"))
+    })?;
     context.validate()?;
 
     let arguments_value = envelope.arguments.unwrap_or_else(|| json!({}));
@@ -260,8 +264,15 @@ pub fn decode_request<A: DeserializeOwned>(body: &[u8]) -> Result<ToolRequest<A>
             "arguments must be a JSON object",
         ));
     }
-    let arguments: A = serde_json::from_value(arguments_value)
-        .map_err(|err| ToolError::invalid_argument(format!("invalid arguments: {err}")))?;
+    let arguments: A = serde_path_to_error::deserialize(arguments_value).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if path == "." {
+            ToolError::invalid_argument(format!("invalid arguments: {inner}"))
+        } else {
+            ToolError::invalid_argument(format!("invalid argument {path}: {inner}"))
+        }
+    })?;
     Ok(ToolRequest { context, arguments })
 }
 

@@ -8,6 +8,9 @@ use serde_json::Value;
 use crate::bootstrap::App;
 use crate::contract::{self, ErrorCode, ToolError, ToolRequest};
 
+pub mod arguments;
+pub mod display;
+
 /// An agent tool; each is its own Lambda function whose binary carries [`Tool::name`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tool {
