@@ -224,7 +224,7 @@ pub fn parse_lifetime(field: &str, text: &str, max: Duration) -> Result<Duration
 /// Formats a duration as the largest whole unit, such as `60m` or `90s`.
 pub fn describe_duration(duration: Duration) -> String {
     let seconds = duration.as_secs();
-    if seconds % 60 == 0 {
+    if seconds.is_multiple_of(60) {
         format!("{}m", seconds / 60)
     } else {
         format!("{seconds}s")
@@ -367,13 +367,13 @@ impl ReadFileArguments {
     pub fn validate(&self, max_window: u64) -> Result<(), ToolError> {
         validate_sandbox_id(&self.sandbox_id)?;
         validate_path("path", &self.path)?;
-        if let Some(limit) = self.limit {
-            if limit == 0 || limit > max_window {
-                return Err(ToolError::invalid_argument(format!(
-                    "limit {limit} is out of range; use 1 to {max_window} bytes and read larger files in \
-                     windows with offset"
-                )));
-            }
+        if let Some(limit) = self.limit
+            && (limit == 0 || limit > max_window)
+        {
+            return Err(ToolError::invalid_argument(format!(
+                "limit {limit} is out of range; use 1 to {max_window} bytes and read larger files in \
+                 windows with offset"
+            )));
         }
         Ok(())
     }
