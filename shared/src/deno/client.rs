@@ -62,22 +62,30 @@ impl Default for Timeouts {
 }
 
 /// Configuration of a new sandbox, sent base64-encoded in the `x-deno-sandbox-config` header.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxConfig {
     /// Unix time in milliseconds at which Deno stops the sandbox. `None` makes a session sandbox
     /// that dies when the creating websocket closes, which tool calls must avoid.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_at_ms: Option<u64>,
     /// Memory in MiB, 768 to 4096.
     pub memory_mb: u32,
     /// Labels, at most 5; keys up to 64 bytes, values up to 128 bytes.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// Extra volume mounts; always sent, and always empty here.
-    volumes: [(); 0],
     /// Outbound allow-list (`host`, `host:port`, `*.domain`, IPs); `None` allows everything.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_net: Option<Vec<String>>,
+}
+
+/// The header's JSON, in the key order Deno's npm SDK sends. `volumes` is always present.
+#[derive(Serialize)]
+struct WireConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_at_ms: Option<u64>,
+    memory_mb: u32,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: &'a BTreeMap<String, String>,
+    volumes: [(); 0],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allow_net: Option<&'a Vec<String>>,
 }
 
 impl Default for SandboxConfig {
@@ -86,7 +94,6 @@ impl Default for SandboxConfig {
             stop_at_ms: None,
             memory_mb: DEFAULT_MEMORY_MB,
             labels: BTreeMap::new(),
-            volumes: [],
             allow_net: None,
         }
     }
@@ -140,8 +147,15 @@ impl SandboxConfig {
     /// Encodes the configuration as the `x-deno-sandbox-config` header value: compact JSON,
     /// UTF-8, standard base64 with padding.
     pub fn header_value(&self) -> String {
+        let wire = WireConfig {
+            stop_at_ms: self.stop_at_ms,
+            memory_mb: self.memory_mb,
+            labels: &self.labels,
+            volumes: [],
+            allow_net: self.allow_net.as_ref(),
+        };
         // Serializing a struct of strings and numbers cannot fail.
-        let json = serde_json::to_vec(self).unwrap_or_default();
+        let json = serde_json::to_vec(&wire).unwrap_or_default();
         BASE64.encode(json)
     }
 }

@@ -69,3 +69,6 @@ pub use error::{DenoError, SerializedError};
 pub use sandbox::{
     ExitStatus, FileInfo, OpenOptions, Process, Sandbox, SpawnOptions, Whence, WriteOptions,
 };
+
+#[cfg(test)]
+mod tests;
