@@ -26,23 +26,23 @@ pub const DEFAULT_MEMORY_MB: u32 = 1280;
 pub const MIN_MEMORY_MB: u32 = 768;
 /// Largest memory Deno accepts, in MiB.
 pub const MAX_MEMORY_MB: u32 = 4096;
-/// Most labels Deno keeps on one sandbox.
+/// Maximum number of labels Deno keeps on one sandbox.
 pub const MAX_LABELS: usize = 5;
 
 /// Deadlines and intervals of the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
-    /// Longest wait for the TCP, TLS and websocket handshake.
+    /// Maximum wait for the TCP, TLS and websocket handshake.
     pub handshake: Duration,
-    /// Longest wait for an RPC answer when the caller names no deadline.
+    /// Maximum wait for an RPC response when the caller names no deadline.
     pub call: Duration,
     /// Interval of the text `ping` keepalive frames.
     pub keepalive_interval: Duration,
     /// A socket that delivers no frame for this long is treated as dead.
     pub idle_limit: Duration,
-    /// Longest wait for a whole HTTP call to the sandbox or console API.
+    /// Maximum wait for a whole HTTP call to the sandbox or console API.
     pub http: Duration,
-    /// Longest wait for the close frame to be sent when a connection closes.
+    /// Maximum wait for the close frame to be sent when a connection closes.
     pub close: Duration,
 }
 
@@ -154,7 +154,7 @@ impl SandboxConfig {
             volumes: [],
             allow_net: self.allow_net.as_ref(),
         };
-        // Serializing a struct of strings and numbers cannot fail.
+        // serde_json fails only on non-string map keys and failing Serialize impls; none occur here.
         let json = serde_json::to_vec(&wire).unwrap_or_default();
         BASE64.encode(json)
     }
@@ -268,16 +268,13 @@ impl DenoClient {
             ))
         })?;
         tracing::info!(sandbox_id = %id, region = %region, trace_id = handshake.trace_id.as_deref(), "sandbox created");
-        Ok((
-            Sandbox::new(connection, id.clone(), self.timeouts.call),
-            id,
-        ))
+        Ok((Sandbox::new(connection, id.clone(), self.timeouts.call), id))
     }
 
     /// Opens a connection to an existing sandbox, on the host of the region inside its id.
     ///
     /// # Errors
-    /// [`DenoError::SandboxNotFound`] when Deno answers 404 or 410, otherwise as
+    /// [`DenoError::SandboxNotFound`] when Deno responds with 404 or 410, otherwise as
     /// [`DenoClient::create_sandbox`].
     pub async fn connect(&self, token: &DenoToken, id: &SandboxId) -> Result<Sandbox, DenoError> {
         let url = self.endpoints.connect_url(id);
@@ -354,7 +351,6 @@ mod tests {
             memory_mb: 1024,
             labels: BTreeMap::from([("a".to_owned(), "b".to_owned())]),
             allow_net: Some(vec!["x.com".to_owned()]),
-            ..SandboxConfig::default()
         };
         assert_eq!(
             decode_header(&config),

@@ -2,10 +2,11 @@
 //! receivers, keepalive, and deadlines.
 //!
 //! Decision: a reader task and a writer task own the two halves of the socket, so a pending
-//! `processWait` never blocks other calls or stream data. The writer sends the text frame `ping`
-//! every keepalive interval (as Deno's npm SDK does); the server answers `pong`, so a socket that
-//! delivers no frame at all for the idle limit is dead and every pending call fails promptly.
-//! Protocol Ping frames are answered by tungstenite itself. Nothing here logs payloads: only
+//! `processWait` never blocks other calls or stream data. Every keepalive interval the writer
+//! sends the text frame `ping` (as Deno's npm SDK does) and a protocol Ping, which every peer must
+//! answer with a Pong. A socket that delivers no frame at all for the idle limit is therefore dead,
+//! and every pending call fails promptly. Protocol Pings from the server are answered by
+//! tungstenite itself. Nothing here logs payloads: only
 //! methods, ids, sizes and close codes.
 
 use std::collections::{HashMap, HashSet};
@@ -65,7 +66,7 @@ pub(crate) struct ConnectionTimeouts {
     pub close: Duration,
 }
 
-/// Why a connection ended; turned into a fresh [`DenoError`] for every waiter.
+/// Cause of a connection's end, turned into a fresh [`DenoError`] for every waiter.
 #[derive(Debug, Clone)]
 enum CloseCause {
     Remote { code: Option<u16>, reason: String },
@@ -225,7 +226,7 @@ impl Shared {
     }
 }
 
-/// Removes a pending call when its future is dropped before the answer arrives.
+/// Removes a pending call when its future is dropped before the response arrives.
 struct PendingGuard<'a> {
     shared: &'a Shared,
     id: u64,
@@ -310,7 +311,7 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// What the upgrade response told about the sandbox.
+/// Headers of the upgrade response that describe the sandbox.
 #[derive(Debug)]
 pub(crate) struct Handshake {
     pub sandbox_id: Option<String>,
@@ -380,13 +381,8 @@ impl Connection {
             next_request_id: AtomicU64::new(0),
             next_client_stream_id: AtomicU64::new(0),
         });
-        let writer = tokio::spawn(run_writer(
-            sink,
-            outgoing_rx,
-            Arc::clone(&shared),
-            timeouts,
-        ));
-        let reader = tokio::spawn(run_reader(stream, Arc::clone(&shared), timeouts.idle_limit));
+        let writer = tokio::spawn(run_writer(sink, outgoing_rx, Arc::clone(&shared), timeouts));
+        let reader = tokio::spawn(run_reader(stream, Arc::clone(&shared), timeouts));
         Self {
             shared,
             reader,
@@ -451,7 +447,10 @@ impl Connection {
         if let Some(cause) = &state.closed {
             return Err(cause.to_error());
         }
-        let entry = state.server_streams.entry(id).or_insert_with(ServerStream::new);
+        let entry = state
+            .server_streams
+            .entry(id)
+            .or_insert_with(ServerStream::new);
         let receiver = entry.receiver.take().ok_or(DenoError::InvalidArgument {
             name: "stream_id",
             reason: format!("the receiver of stream {id} was already taken"),
@@ -466,8 +465,8 @@ impl Connection {
         })
     }
 
-    /// Cancels a server-produced stream: later data for it is dropped and the server is told to
-    /// stop with `$sandbox.stream.cancel`. Its receiver then ends with `Ok(None)`.
+    /// Cancels a server-produced stream: later data for it is dropped and
+    /// `$sandbox.stream.cancel` asks the server to stop. Its receiver then ends with `Ok(None)`.
     ///
     /// # Errors
     /// The connection's error when it has closed.
@@ -530,15 +529,24 @@ impl Connection {
         };
         let _ = self.shared.outgoing.send(Outgoing::Shutdown(Some(frame)));
         self.shared.fail(CloseCause::Local);
-        if let Some(writer) = self.writer.take() {
-            let _ = tokio::time::timeout(self.close_timeout, writer).await;
-        }
+
+        // The reader keeps running until the server's close frame, so the socket is not reset
+        // while the server still sends.
+        let writer = self.writer.take();
+        let reader = &mut self.reader;
+        let finishing = async move {
+            if let Some(writer) = writer {
+                let _ = writer.await;
+            }
+            let _ = reader.await;
+        };
+        let _ = tokio::time::timeout(self.close_timeout, finishing).await;
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // Dropping without `close` still tells the server; the writer finishes on its own.
+        // Dropping without `close` still sends a close frame, and the writer finishes on its own.
         let frame = CloseFrame {
             code: CloseCode::Normal,
             reason: "".into(),
@@ -562,10 +570,12 @@ fn build_request(
         .into_client_request()
         .map_err(|error| invalid_url(format!("{url:?} is not a websocket URL: {error}")))?;
 
-    let mut authorization = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-        .map_err(|_| DenoError::InvalidArgument {
-            name: "token",
-            reason: "the token contains characters not allowed in an HTTP header".to_owned(),
+    let mut authorization =
+        HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+            DenoError::InvalidArgument {
+                name: "token",
+                reason: "the token contains characters not allowed in an HTTP header".to_owned(),
+            }
         })?;
     authorization.set_sensitive(true);
     let headers = request.headers_mut();
@@ -596,9 +606,9 @@ async fn run_writer(
     let mut keepalive = tokio::time::interval(timeouts.keepalive_interval);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let message = tokio::select! {
+        let messages = tokio::select! {
             next = outgoing.recv() => match next {
-                Some(Outgoing::Frame(message)) => message,
+                Some(Outgoing::Frame(message)) => vec![message],
                 Some(Outgoing::Shutdown(frame)) => {
                     if let Some(frame) = frame {
                         let closing = sink.send(Message::Close(Some(frame)));
@@ -608,18 +618,22 @@ async fn run_writer(
                 }
                 None => break,
             },
-            _ = keepalive.tick() => Message::text("ping"),
+            // The text ping is what Deno's npm SDK sends. The protocol Ping must be answered by
+            // any RFC 6455 peer, so the idle limit holds even for a server that ignores text.
+            _ = keepalive.tick() => vec![Message::text("ping"), Message::Ping(Vec::new().into())],
         };
-        // A peer that stops reading fills the TCP buffers; the idle limit bounds that wait too.
-        match tokio::time::timeout(timeouts.idle_limit, sink.send(message)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                shared.fail(CloseCause::Transport(format!("sending failed: {error}")));
-                break;
-            }
-            Err(_) => {
-                shared.fail(CloseCause::Idle(timeouts.idle_limit));
-                break;
+        for message in messages {
+            // A peer that stops reading fills the TCP buffers; the idle limit bounds that wait too.
+            match tokio::time::timeout(timeouts.idle_limit, sink.send(message)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    shared.fail(CloseCause::Transport(format!("sending failed: {error}")));
+                    return;
+                }
+                Err(_) => {
+                    shared.fail(CloseCause::Idle(timeouts.idle_limit));
+                    return;
+                }
             }
         }
     }
@@ -629,8 +643,9 @@ async fn run_writer(
 async fn run_reader(
     mut stream: futures_util::stream::SplitStream<Socket>,
     shared: Arc<Shared>,
-    idle_limit: Duration,
+    timeouts: ConnectionTimeouts,
 ) {
+    let idle_limit = timeouts.idle_limit;
     loop {
         let next = match tokio::time::timeout(idle_limit, stream.next()).await {
             Ok(next) => next,
@@ -653,16 +668,19 @@ async fn run_reader(
                 return;
             }
         };
-        let keep_reading = match message {
+        let flow = match message {
             Message::Text(text) => handle_text(&shared, text.as_str()),
             Message::Binary(bytes) => match std::str::from_utf8(&bytes) {
                 Ok(text) => handle_text(&shared, text),
-                Err(_) => reject_frame(
-                    &shared,
-                    CLOSE_INVALID_JSON,
-                    "Invalid JSON",
-                    "binary frame is not UTF-8",
-                ),
+                Err(_) => {
+                    reject_frame(
+                        &shared,
+                        CLOSE_INVALID_JSON,
+                        "Invalid JSON",
+                        "binary frame is not UTF-8",
+                    );
+                    Flow::Drain
+                }
             },
             Message::Close(frame) => {
                 let (code, reason) = match frame {
@@ -670,44 +688,80 @@ async fn run_reader(
                     None => (None, "closed without a status code".to_owned()),
                 };
                 shared.fail(CloseCause::Remote { code, reason });
-                false
+                Flow::Stop
             }
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => true,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Flow::Continue,
         };
-        if !keep_reading {
-            return;
+        match flow {
+            Flow::Continue => {}
+            Flow::Stop => return,
+            Flow::Drain => {
+                drain_until_close(&mut stream, timeouts.close).await;
+                return;
+            }
         }
     }
 }
 
-fn reject_frame(shared: &Shared, code: u16, reason: &str, description: &str) -> bool {
-    tracing::warn!(close_code = code, description, "invalid frame from sandbox");
-    shared.close_with(code, reason, CloseCause::InvalidMessage(description.to_owned()));
-    false
+/// What the reader does after a frame.
+enum Flow {
+    Continue,
+    Stop,
+    /// This side sent a close frame: read until the peer's close frame, so that closing the socket
+    /// with unread data does not reset it before the peer has read our close frame.
+    Drain,
 }
 
-/// Handles one text frame; returns whether the reader goes on.
-fn handle_text(shared: &Shared, text: &str) -> bool {
+async fn drain_until_close(
+    stream: &mut futures_util::stream::SplitStream<Socket>,
+    close_timeout: Duration,
+) {
+    let draining = async {
+        while let Some(Ok(message)) = stream.next().await {
+            if let Message::Close(_) = message {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(close_timeout, draining).await;
+}
+
+fn reject_frame(shared: &Shared, code: u16, reason: &str, description: &str) {
+    tracing::warn!(close_code = code, description, "invalid frame from sandbox");
+    shared.close_with(
+        code,
+        reason,
+        CloseCause::InvalidMessage(description.to_owned()),
+    );
+}
+
+/// Handles one text frame.
+fn handle_text(shared: &Shared, text: &str) -> Flow {
     match text {
-        "pong" => return true,
+        "pong" => return Flow::Continue,
         "ping" => {
-            let _ = shared
-                .outgoing
-                .send(Outgoing::Frame(Message::text("pong")));
-            return true;
+            let _ = shared.outgoing.send(Outgoing::Frame(Message::text("pong")));
+            return Flow::Continue;
         }
         _ => {}
     }
     let Ok(value) = serde_json::from_str::<Value>(text) else {
-        return reject_frame(shared, CLOSE_INVALID_JSON, "Invalid JSON", "frame is not JSON");
+        reject_frame(
+            shared,
+            CLOSE_INVALID_JSON,
+            "Invalid JSON",
+            "frame is not JSON",
+        );
+        return Flow::Drain;
     };
     if value.get("jsonrpc").and_then(Value::as_str) != Some("2.0") || !value.is_object() {
-        return reject_frame(
+        reject_frame(
             shared,
             CLOSE_INVALID_JSON_RPC,
             "Invalid message",
             "JSON frame is not a JSON-RPC 2.0 message",
         );
+        return Flow::Drain;
     }
 
     let id = value.get("id");
@@ -719,15 +773,16 @@ fn handle_text(shared: &Shared, text: &str) -> bool {
         (Some(id), None) => handle_response(shared, id, &value),
         (None, Some(method)) => handle_notification(shared, method, value.get("params")),
         (None, None) => {
-            return reject_frame(
+            reject_frame(
                 shared,
                 CLOSE_INVALID_JSON_RPC,
                 "Invalid message",
                 "JSON-RPC message has neither id nor method",
             );
+            return Flow::Drain;
         }
     }
-    true
+    Flow::Continue
 }
 
 fn handle_response(shared: &Shared, id: &Value, message: &Value) {
@@ -831,10 +886,12 @@ fn handle_notification(shared: &Shared, method: &str, params: Option<&Value>) {
                 state.server_streams.remove(&stream_id);
             }
             if !delivered {
-                // Nobody reads this stream any more: tell the producer to stop.
+                // The receiver was dropped, so ask the producer to stop.
                 drop(state);
-                let _ = shared
-                    .send_notification(STREAM_CANCEL, json!({"streamId": stream_id, "reason": null}));
+                let _ = shared.send_notification(
+                    STREAM_CANCEL,
+                    json!({"streamId": stream_id, "reason": null}),
+                );
             }
         }
         STREAM_END | STREAM_ERROR => {

@@ -44,7 +44,8 @@ impl DenoClient {
     pub async fn delete_sandbox(&self, token: &DenoToken, id: &SandboxId) -> Result<(), DenoError> {
         let url = self.endpoints.sandbox_url(id);
         let request = self.http.request(Method::DELETE, url);
-        self.send("delete sandbox", Some(id), token, request).await?;
+        self.send("delete sandbox", Some(id), token, request)
+            .await?;
         tracing::info!(sandbox_id = %id, "sandbox deleted");
         Ok(())
     }
@@ -70,7 +71,9 @@ impl DenoClient {
             .http
             .request(Method::PATCH, url)
             .json(&json!({"stop_at_ms": stop_at_ms}));
-        let response = self.send("extend timeout", Some(id), token, request).await?;
+        let response = self
+            .send("extend timeout", Some(id), token, request)
+            .await?;
         let extended: Extended = read_json("extend timeout", response).await?;
         Ok(extended.stop_at_ms)
     }
@@ -91,7 +94,7 @@ impl DenoClient {
         read_json("list sandboxes", response).await
     }
 
-    /// Sends a request with the token and maps a non-2xx answer to an error.
+    /// Sends a request with the token and maps a non-2xx response to an error.
     async fn send(
         &self,
         operation: &'static str,
@@ -125,13 +128,18 @@ impl DenoClient {
             trace_id,
             &body,
         );
-        tracing::debug!(operation, status, trace_id = error.trace_id(), "Deno API refused the request");
+        tracing::debug!(
+            operation,
+            status,
+            trace_id = error.trace_id(),
+            "Deno API refused the request"
+        );
         Err(error)
     }
 }
 
 fn http_error(operation: &'static str, source: reqwest::Error) -> DenoError {
-    // reqwest puts the URL into its errors; the URL holds no secret (the token is a header).
+    // reqwest puts the URL into its errors. The URL contains no secret because the token is a header.
     DenoError::Http { operation, source }
 }
 
@@ -144,6 +152,8 @@ async fn read_json<T: DeserializeOwned>(
         .await
         .map_err(|source| http_error(operation, source))?;
     serde_json::from_slice(&body).map_err(|error| {
-        DenoError::InvalidMessage(format!("response to {operation} has an unexpected shape: {error}"))
+        DenoError::InvalidMessage(format!(
+            "response to {operation} has an unexpected shape: {error}"
+        ))
     })
 }

@@ -82,9 +82,9 @@ impl SandboxId {
         let (region, suffix) = rest.split_once('_').ok_or_else(invalid)?;
         let region_ok = region.len() == 3 && region.bytes().all(|b| b.is_ascii_lowercase());
         let suffix_ok = suffix.len() == SANDBOX_ID_SUFFIX_LEN
-            && suffix.bytes().all(|b| {
-                b.is_ascii_digit() || (b.is_ascii_lowercase() && !b"ilou".contains(&b))
-            });
+            && suffix
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b.is_ascii_lowercase() && !b"ilou".contains(&b)));
         if !region_ok || !suffix_ok {
             return Err(invalid());
         }
@@ -329,8 +329,12 @@ mod tests {
     fn endpoints_reject_non_http_origins() {
         for text in ["ftp://example.test", "example.test", "ws://127.0.0.1:1"] {
             assert!(
-                Endpoints::new(Some(text), "sandbox-api.deno.net", "https://console.deno.com")
-                    .is_err(),
+                Endpoints::new(
+                    Some(text),
+                    "sandbox-api.deno.net",
+                    "https://console.deno.com"
+                )
+                .is_err(),
                 "{text}"
             );
         }

@@ -67,13 +67,13 @@ pub enum DenoError {
     /// An operation passed its deadline.
     #[error("{operation} timed out after {} ms", .after.as_millis())]
     Timeout {
-        /// What was waited for, such as `processWait` or `websocket handshake`.
+        /// The awaited operation, such as `processWait` or `websocket handshake`.
         operation: String,
         /// The deadline that passed.
         after: Duration,
     },
 
-    /// The sandbox answered with a JSON-RPC protocol error (top-level `error`).
+    /// The sandbox responded with a JSON-RPC protocol error (top-level `error`).
     #[error("sandbox protocol error {code} in {method}: {message}")]
     Protocol {
         /// The RPC method that failed.
@@ -103,7 +103,7 @@ pub enum DenoError {
     InvalidArgument {
         /// The argument.
         name: &'static str,
-        /// What is wrong with it.
+        /// The problem with the value.
         reason: String,
     },
 
@@ -138,7 +138,7 @@ impl DenoError {
     }
 
     /// Returns whether trying the same call again later may succeed: lost or silent connections,
-    /// timeouts, transport failures and HTTP 429 or 5xx answers.
+    /// timeouts, transport failures and HTTP 429 or 5xx responses.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Closed { .. } | Self::Timeout { .. } | Self::Transport(_) => true,
@@ -170,7 +170,7 @@ impl DenoError {
     }
 }
 
-/// Longest part of a non-JSON error body kept in [`DenoError::Rejected`].
+/// Maximum number of characters of a non-JSON error body kept in [`DenoError::Rejected`].
 const BODY_EXCERPT_CHARS: usize = 300;
 
 /// The `{code, message}` body Deno sends with a refused handshake or HTTP call.

@@ -20,7 +20,8 @@ use super::error::DenoError;
 /// streams: 64 KiB, as Deno's SDKs chunk their streams.
 pub const STREAM_CHUNK_BYTES: usize = 64 * 1024;
 
-/// What to run and how; stdin is closed unless `stdin` holds bytes.
+/// Program, arguments, environment and stdin of a process to spawn. Stdin is closed unless
+/// `stdin` contains bytes.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct SpawnOptions {
     /// Program name (resolved through `PATH`) or path.
@@ -66,7 +67,7 @@ pub struct Process {
     pub stdin_delivered: bool,
 }
 
-/// How a process ended, as `processWait` reports it.
+/// Exit status of a process, as `processWait` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ExitStatus {
     /// Whether the exit code is 0.
@@ -256,7 +257,9 @@ impl Sandbox {
     ) -> Result<T, DenoError> {
         let value = self.call(method, params, self.call_timeout).await?;
         serde_json::from_value(value).map_err(|error| {
-            DenoError::InvalidMessage(format!("result of {method} has an unexpected shape: {error}"))
+            DenoError::InvalidMessage(format!(
+                "result of {method} has an unexpected shape: {error}"
+            ))
         })
     }
 
@@ -266,7 +269,7 @@ impl Sandbox {
 
     /// Starts a process with piped stdout and stderr.
     ///
-    /// When `stdin` holds bytes they are sent on a client stream (start before the request,
+    /// When `stdin` contains bytes they are sent on a client stream (start before the request,
     /// 64 KiB chunks, then end); otherwise no stdin stream is named and stdin is `/dev/null`.
     ///
     /// # Errors
@@ -302,7 +305,7 @@ impl Sandbox {
         let mut stdin_delivered = true;
         let result = match (stdin_stream, &options.stdin) {
             (Some(id), Some(bytes)) => {
-                // The request is queued before the stream data, so the server sees it first.
+                // The request is queued before the stream data, so the server receives it first.
                 let (result, sent) = tokio::join!(calling, async {
                     self.connection
                         .send_client_stream(id, bytes, STREAM_CHUNK_BYTES)
@@ -335,12 +338,18 @@ impl Sandbox {
     /// # Errors
     /// [`DenoError::Timeout`] past the deadline (the process keeps running);
     /// [`DenoError::Application`] for an unknown pid.
-    pub async fn process_wait(&self, pid: u64, deadline: Duration) -> Result<ExitStatus, DenoError> {
+    pub async fn process_wait(
+        &self,
+        pid: u64,
+        deadline: Duration,
+    ) -> Result<ExitStatus, DenoError> {
         let value = self
             .call("processWait", json!({"pid": pid}), deadline)
             .await?;
         serde_json::from_value(value).map_err(|error| {
-            DenoError::InvalidMessage(format!("result of processWait has an unexpected shape: {error}"))
+            DenoError::InvalidMessage(format!(
+                "result of processWait has an unexpected shape: {error}"
+            ))
         })
     }
 
@@ -406,7 +415,8 @@ impl Sandbox {
         options: WriteOptions,
     ) -> Result<(), DenoError> {
         if content.len() <= STREAM_CHUNK_BYTES {
-            let params = json!({"path": path, "content": BASE64.encode(content), "options": options});
+            let params =
+                json!({"path": path, "content": BASE64.encode(content), "options": options});
             return self.call_unit("writeFile", params).await;
         }
 
@@ -497,7 +507,10 @@ impl Sandbox {
             data: Option<String>,
         }
         let read: Read = self
-            .call_typed("fileRead", json!({"fileHandleId": handle, "length": length}))
+            .call_typed(
+                "fileRead",
+                json!({"fileHandleId": handle, "length": length}),
+            )
             .await?;
         read.data
             .map(|data| {
@@ -512,7 +525,12 @@ impl Sandbox {
     ///
     /// # Errors
     /// [`DenoError::Application`] such as `InvalidData` for a position before the start.
-    pub async fn file_seek(&self, handle: u64, offset: i64, whence: Whence) -> Result<u64, DenoError> {
+    pub async fn file_seek(
+        &self,
+        handle: u64,
+        offset: i64,
+        whence: Whence,
+    ) -> Result<u64, DenoError> {
         #[derive(Deserialize)]
         struct Seeked {
             position: u64,

@@ -18,7 +18,7 @@ struct SeenHttp {
     body: String,
 }
 
-/// Serves exactly one request and answers with `status`, `extra_headers` and `body`.
+/// Serves exactly one request and responds with `status`, `extra_headers` and `body`.
 async fn serve_http(
     status: &'static str,
     extra_headers: &'static str,
@@ -57,10 +57,7 @@ async fn serve_http(
             "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n{extra_headers}\r\n{body}",
             body.len()
         );
-        stream
-            .write_all(response.as_bytes())
-            .await
-            .expect("write");
+        stream.write_all(response.as_bytes()).await.expect("write");
         SeenHttp {
             request_line: head.lines().next().unwrap_or_default().to_owned(),
             authorization: header("authorization"),
@@ -177,12 +174,12 @@ async fn list_with_bad_token_is_invalid_token() {
     .await;
     let client = client_for(addr, test_timeouts());
 
-    let error = client
-        .list_sandboxes(&token(), &[])
-        .await
-        .expect_err("401");
+    let error = client.list_sandboxes(&token(), &[]).await.expect_err("401");
 
-    assert!(matches!(error, DenoError::InvalidToken { status: 401, .. }), "{error:?}");
+    assert!(
+        matches!(error, DenoError::InvalidToken { status: 401, .. }),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]

@@ -37,7 +37,10 @@ async fn create_sends_path_token_and_config() {
 
     assert_eq!(id.as_str(), SANDBOX_ID);
     assert_eq!(seen.path, "/api/v3/sandboxes/create");
-    assert_eq!(seen.authorization.as_deref(), Some(&*format!("Bearer {TOKEN}")));
+    assert_eq!(
+        seen.authorization.as_deref(),
+        Some(&*format!("Bearer {TOKEN}"))
+    );
     let config_json = BASE64
         .decode(seen.config.expect("config header"))
         .expect("base64");
@@ -220,7 +223,7 @@ async fn non_json_refusal_keeps_body_text() {
 
 #[tokio::test]
 async fn silent_handshake_times_out() {
-    // GIVEN a listener that accepts TCP but never answers the upgrade
+    // GIVEN a listener that accepts TCP but never responds to the upgrade
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let holder = tokio::spawn(async move {

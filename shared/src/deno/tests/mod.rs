@@ -39,7 +39,7 @@ pub(super) fn test_timeouts() -> Timeouts {
     }
 }
 
-/// A client whose sandbox and console endpoints both point at `addr`.
+/// Builds a client whose sandbox and console endpoints both point at `addr`.
 pub(super) fn client_for(addr: SocketAddr, timeouts: Timeouts) -> DenoClient {
     let origin = format!("http://{addr}");
     let endpoints =
@@ -55,7 +55,7 @@ pub(super) struct SeenRequest {
     pub config: Option<String>,
 }
 
-/// How the peer answers the upgrade.
+/// Response of the peer to the upgrade.
 pub(super) enum Answer {
     /// 101 with `x-deno-sandbox-id` when given.
     Accept { sandbox_id: Option<&'static str> },
@@ -70,22 +70,27 @@ pub(super) enum Answer {
 /// The server side of one websocket, as a test scripts it.
 pub(super) struct Peer {
     pub ws: WebSocketStream<TcpStream>,
-    /// Text `ping` frames received (and answered with `pong`).
+    /// Count of text `ping` frames received, each replied to with `pong`.
     pub pings: usize,
+    /// Count of protocol Ping frames received.
+    pub protocol_pings: usize,
 }
 
 impl Peer {
-    /// Returns the next frame that is not a keepalive `ping`, answering pings on the way; `None`
+    /// Returns the next frame that is not a keepalive `ping`, replying `pong` to each ping on the way; `None`
     /// when the socket ended.
     pub async fn next_frame(&mut self) -> Option<Message> {
         loop {
             let message = self.ws.next().await?.ok()?;
             if message == Message::text("ping") {
                 self.pings += 1;
-                self.ws
-                    .send(Message::text("pong"))
-                    .await
-                    .expect("send pong");
+                // After the peer sent a close frame, replies fail; the test checks other frames.
+                let _ = self.ws.send(Message::text("pong")).await;
+                continue;
+            }
+            if let Message::Ping(_) = message {
+                // tungstenite queues the Pong itself and sends it with the next read or write.
+                self.protocol_pings += 1;
                 continue;
             }
             return Some(message);
@@ -131,6 +136,8 @@ where
         let (stream, _) = listener.accept().await.expect("accept");
         let seen = Arc::new(Mutex::new(SeenRequest::default()));
         let seen_in_callback = Arc::clone(&seen);
+        // The refusal type is tungstenite's; its size does not matter in a test peer.
+        #[allow(clippy::result_large_err)]
         let callback = move |request: &Request, mut response: Response| {
             let header = |name: &str| {
                 request
@@ -170,10 +177,14 @@ where
             }
         };
         if let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await {
-            script(Peer { ws, pings: 0 }).await;
+            script(Peer {
+                ws,
+                pings: 0,
+                protocol_pings: 0,
+            })
+            .await;
         }
-        let seen = seen.lock().expect("seen lock").clone();
-        seen
+        seen.lock().expect("seen lock").clone()
     });
     (addr, handle)
 }

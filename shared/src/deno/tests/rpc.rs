@@ -4,16 +4,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{Peer, connected, test_timeouts};
-use crate::deno::{
-    DenoError, OpenOptions, OutputCapture, SpawnOptions, Whence, WriteOptions,
-};
+use crate::deno::{DenoError, OpenOptions, OutputCapture, SpawnOptions, Whence, WriteOptions};
 
 fn ok(id: &Value, value: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": {"ok": value}})
@@ -61,20 +59,41 @@ async fn spawn_streams_output_and_waits() {
         )
         .await;
         assert_eq!(id, json!(0));
-        peer.send(ok(&id, json!({"pid": 101, "stdoutStreamId": 1002, "stderrStreamId": 1003})))
-            .await;
-        peer.send(notification("$sandbox.stream.start", json!({"streamId": 1002})))
-            .await;
-        peer.send(notification("$sandbox.stream.enqueue", json!({"streamId": 1002, "data": "aGkK"})))
-            .await;
-        peer.send(notification("$sandbox.stream.end", json!({"streamId": 1002})))
-            .await;
-        peer.send(notification("$sandbox.stream.start", json!({"streamId": 1003})))
-            .await;
-        peer.send(notification("$sandbox.stream.enqueue", json!({"streamId": 1003, "data": "b29wcwo="})))
-            .await;
-        peer.send(notification("$sandbox.stream.end", json!({"streamId": 1003})))
-            .await;
+        peer.send(ok(
+            &id,
+            json!({"pid": 101, "stdoutStreamId": 1002, "stderrStreamId": 1003}),
+        ))
+        .await;
+        peer.send(notification(
+            "$sandbox.stream.start",
+            json!({"streamId": 1002}),
+        ))
+        .await;
+        peer.send(notification(
+            "$sandbox.stream.enqueue",
+            json!({"streamId": 1002, "data": "aGkK"}),
+        ))
+        .await;
+        peer.send(notification(
+            "$sandbox.stream.end",
+            json!({"streamId": 1002}),
+        ))
+        .await;
+        peer.send(notification(
+            "$sandbox.stream.start",
+            json!({"streamId": 1003}),
+        ))
+        .await;
+        peer.send(notification(
+            "$sandbox.stream.enqueue",
+            json!({"streamId": 1003, "data": "b29wcwo="}),
+        ))
+        .await;
+        peer.send(notification(
+            "$sandbox.stream.end",
+            json!({"streamId": 1003}),
+        ))
+        .await;
         let wait_id = expect_request(&mut peer, "processWait", json!({"pid": 101})).await;
         peer.send(ok(
             &wait_id,
@@ -124,16 +143,31 @@ async fn stream_start_before_response_keeps_data() {
     let (sandbox, peer) = connected(test_timeouts(), |mut peer| async move {
         let id = peer.recv().await["id"].clone();
         // Data for a stream that was never started is dropped.
-        peer.send(notification("$sandbox.stream.enqueue", json!({"streamId": 99, "data": "eA=="})))
-            .await;
-        peer.send(notification("$sandbox.stream.start", json!({"streamId": 7})))
-            .await;
-        peer.send(notification("$sandbox.stream.enqueue", json!({"streamId": 7, "data": "ZWFybHkg"})))
-            .await;
-        peer.send(ok(&id, json!({"pid": 5, "stdoutStreamId": 7, "stderrStreamId": null})))
-            .await;
-        peer.send(notification("$sandbox.stream.enqueue", json!({"streamId": 7, "data": "bGF0ZQ=="})))
-            .await;
+        peer.send(notification(
+            "$sandbox.stream.enqueue",
+            json!({"streamId": 99, "data": "eA=="}),
+        ))
+        .await;
+        peer.send(notification(
+            "$sandbox.stream.start",
+            json!({"streamId": 7}),
+        ))
+        .await;
+        peer.send(notification(
+            "$sandbox.stream.enqueue",
+            json!({"streamId": 7, "data": "ZWFybHkg"}),
+        ))
+        .await;
+        peer.send(ok(
+            &id,
+            json!({"pid": 5, "stdoutStreamId": 7, "stderrStreamId": null}),
+        ))
+        .await;
+        peer.send(notification(
+            "$sandbox.stream.enqueue",
+            json!({"streamId": 7, "data": "bGF0ZQ=="}),
+        ))
+        .await;
         peer.send(notification("$sandbox.stream.end", json!({"streamId": 7})))
             .await;
         let _ = peer.next_frame().await;
@@ -212,14 +246,23 @@ async fn huge_stream_is_bounded_by_capture() {
 
     let (sandbox, peer) = connected(test_timeouts(), move |mut peer| async move {
         let id = peer.recv().await["id"].clone();
-        peer.send(ok(&id, json!({"pid": 1, "stdoutStreamId": 3, "stderrStreamId": null})))
-            .await;
-        peer.send(notification("$sandbox.stream.start", json!({"streamId": 3})))
-            .await;
+        peer.send(ok(
+            &id,
+            json!({"pid": 1, "stdoutStreamId": 3, "stderrStreamId": null}),
+        ))
+        .await;
+        peer.send(notification(
+            "$sandbox.stream.start",
+            json!({"streamId": 3}),
+        ))
+        .await;
         for chunk_index in 0..CHUNKS {
-            let chunk: Vec<u8> = (0..CHUNK).map(|i| pattern(chunk_index * CHUNK + i)).collect();
+            let chunk: Vec<u8> = (0..CHUNK)
+                .map(|i| pattern(chunk_index * CHUNK + i))
+                .collect();
             let params = json!({"streamId": 3, "data": BASE64.encode(&chunk)});
-            peer.send(notification("$sandbox.stream.enqueue", params)).await;
+            peer.send(notification("$sandbox.stream.enqueue", params))
+                .await;
         }
         peer.send(notification("$sandbox.stream.end", json!({"streamId": 3})))
             .await;
@@ -259,23 +302,38 @@ async fn huge_stream_is_bounded_by_capture() {
 async fn stream_error_fails_receiver() {
     let (sandbox, peer) = connected(test_timeouts(), |mut peer| async move {
         let id = peer.recv().await["id"].clone();
-        peer.send(ok(&id, json!({"pid": 2, "stdoutStreamId": 4, "stderrStreamId": 5})))
-            .await;
+        peer.send(ok(
+            &id,
+            json!({"pid": 2, "stdoutStreamId": 4, "stderrStreamId": 5}),
+        ))
+        .await;
         for stream_id in [4, 5] {
-            peer.send(notification("$sandbox.stream.start", json!({"streamId": stream_id})))
-                .await;
-        }
-        peer.send(notification("$sandbox.stream.enqueue", json!({"streamId": 4, "data": "cGFydA=="})))
+            peer.send(notification(
+                "$sandbox.stream.start",
+                json!({"streamId": stream_id}),
+            ))
             .await;
+        }
+        peer.send(notification(
+            "$sandbox.stream.enqueue",
+            json!({"streamId": 4, "data": "cGFydA=="}),
+        ))
+        .await;
         let serialized = json!({
             "constructorName": "Error", "message": "boom", "code": null,
             "stack": "Error: boom\n    at <sandbox>:1:1", "cause": null, "errors": null,
             "name": null, "suppressed": null, "error": null
         });
-        peer.send(notification("$sandbox.stream.error", json!({"streamId": 4, "error": serialized})))
-            .await;
-        peer.send(notification("$sandbox.stream.error", json!({"streamId": 5, "error": "pipe broke"})))
-            .await;
+        peer.send(notification(
+            "$sandbox.stream.error",
+            json!({"streamId": 4, "error": serialized}),
+        ))
+        .await;
+        peer.send(notification(
+            "$sandbox.stream.error",
+            json!({"streamId": 5, "error": "pipe broke"}),
+        ))
+        .await;
         let _ = peer.next_frame().await;
     })
     .await;
@@ -312,16 +370,28 @@ async fn stream_error_fails_receiver() {
 async fn cancel_stream_notifies_and_drops_data() {
     let (sandbox, peer) = connected(test_timeouts(), |mut peer| async move {
         let id = peer.recv().await["id"].clone();
-        peer.send(ok(&id, json!({"pid": 3, "stdoutStreamId": 1002, "stderrStreamId": null})))
-            .await;
-        peer.send(notification("$sandbox.stream.start", json!({"streamId": 1002})))
-            .await;
+        peer.send(ok(
+            &id,
+            json!({"pid": 3, "stdoutStreamId": 1002, "stderrStreamId": null}),
+        ))
+        .await;
+        peer.send(notification(
+            "$sandbox.stream.start",
+            json!({"streamId": 1002}),
+        ))
+        .await;
         assert_eq!(
             peer.recv().await,
-            notification("$sandbox.stream.cancel", json!({"streamId": 1002, "reason": null}))
+            notification(
+                "$sandbox.stream.cancel",
+                json!({"streamId": 1002, "reason": null})
+            )
         );
-        peer.send(notification("$sandbox.stream.enqueue", json!({"streamId": 1002, "data": "bGF0ZQ=="})))
-            .await;
+        peer.send(notification(
+            "$sandbox.stream.enqueue",
+            json!({"streamId": 1002, "data": "bGF0ZQ=="}),
+        ))
+        .await;
         let stat_id = peer.recv().await["id"].clone();
         peer.send(ok(&stat_id, file_info_fixture(4))).await;
         let _ = peer.next_frame().await;
@@ -337,7 +407,7 @@ async fn cancel_stream_notifies_and_drops_data() {
         .expect("spawn");
     let mut stdout = process.stdout.expect("stdout");
     sandbox.cancel_stream(stdout.id()).expect("cancel");
-    // The stat answer comes after the late enqueue, so the enqueue has been handled.
+    // The stat response comes after the late enqueue, so the enqueue has been handled.
     sandbox.stat("a.txt").await.expect("stat");
 
     assert_eq!(stdout.next_chunk().await.expect("ended"), None);
@@ -390,8 +460,18 @@ async fn application_and_protocol_errors_are_typed() {
         }
         other => panic!("expected Protocol, got {other:?}"),
     }
-    assert!(!sandbox.process_kill(101, "SIGKILL").await.expect("kill gone"));
-    assert!(sandbox.process_kill(102, "SIGTERM").await.expect("kill live"));
+    assert!(
+        !sandbox
+            .process_kill(101, "SIGKILL")
+            .await
+            .expect("kill gone")
+    );
+    assert!(
+        sandbox
+            .process_kill(102, "SIGTERM")
+            .await
+            .expect("kill live")
+    );
     sandbox.close().await;
     peer.await.expect("peer");
 }
@@ -465,16 +545,25 @@ async fn non_rpc_json_closes_with_4001() {
 async fn server_close_fails_pending_call_and_streams() {
     let (sandbox, peer) = connected(test_timeouts(), |mut peer| async move {
         let id = peer.recv().await["id"].clone();
-        peer.send(ok(&id, json!({"pid": 8, "stdoutStreamId": 1, "stderrStreamId": null})))
-            .await;
-        peer.send(notification("$sandbox.stream.start", json!({"streamId": 1})))
-            .await;
+        peer.send(ok(
+            &id,
+            json!({"pid": 8, "stdoutStreamId": 1, "stderrStreamId": null}),
+        ))
+        .await;
+        peer.send(notification(
+            "$sandbox.stream.start",
+            json!({"streamId": 1}),
+        ))
+        .await;
         let _wait = peer.recv().await;
         let frame = CloseFrame {
             code: CloseCode::Away,
             reason: "sandbox stopped".into(),
         };
-        peer.ws.send(Message::Close(Some(frame))).await.expect("close");
+        peer.ws
+            .send(Message::Close(Some(frame)))
+            .await
+            .expect("close");
         let _ = peer.next_frame().await;
     })
     .await;
@@ -564,7 +653,7 @@ async fn silent_server_hits_idle_limit() {
 
 #[tokio::test]
 async fn unanswered_call_times_out() {
-    // GIVEN a peer that answers keepalive pings but never the call
+    // GIVEN a peer that replies to keepalive pings but never to the call
     let (sandbox, peer) = connected(test_timeouts(), |mut peer| async move {
         let _ = peer.recv().await;
         let _ = peer.next_frame().await;
@@ -603,8 +692,13 @@ async fn keepalive_pings_and_protocol_pongs() {
             }
         }
         assert_eq!(pong.as_deref(), Some(&b"hb"[..]));
-        // One ping on open, then one every 100 ms.
-        assert!(peer.pings >= 4, "pings {}", peer.pings);
+        // One of each on open, then one of each every 100 ms.
+        assert!(peer.pings >= 3, "text pings {}", peer.pings);
+        assert!(
+            peer.protocol_pings >= 3,
+            "protocol pings {}",
+            peer.protocol_pings
+        );
         peer.send_text("pong").await;
         let id = peer.recv().await["id"].clone();
         peer.send(ok(&id, json!("/home/app"))).await;
@@ -612,7 +706,7 @@ async fn keepalive_pings_and_protocol_pongs() {
     })
     .await;
 
-    // Longer than the idle limit: the pong answers keep the connection alive.
+    // Longer than the idle limit: the pong replies keep the connection alive.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let path = sandbox.real_path(".").await.expect("alive after keepalive");
 
@@ -748,9 +842,19 @@ async fn file_handle_window_read() {
 #[tokio::test]
 async fn directory_calls_send_protocol_params() {
     let (sandbox, peer) = connected(test_timeouts(), |mut peer| async move {
-        let id = expect_request(&mut peer, "mkdir", json!({"path": "a/b", "options": {"recursive": true}})).await;
+        let id = expect_request(
+            &mut peer,
+            "mkdir",
+            json!({"path": "a/b", "options": {"recursive": true}}),
+        )
+        .await;
         peer.send(ok(&id, Value::Null)).await;
-        let id = expect_request(&mut peer, "remove", json!({"path": "a", "options": {"recursive": true}})).await;
+        let id = expect_request(
+            &mut peer,
+            "remove",
+            json!({"path": "a", "options": {"recursive": true}}),
+        )
+        .await;
         peer.send(ok(&id, Value::Null)).await;
         let id = expect_request(&mut peer, "readTextFile", json!({"path": "t.txt"})).await;
         peer.send(ok(&id, json!("text é"))).await;
@@ -783,5 +887,83 @@ async fn close_sends_normal_close_frame() {
 
     sandbox.close().await;
 
+    peer.await.expect("peer");
+}
+
+#[tokio::test]
+async fn protocol_pongs_alone_keep_connection() {
+    // GIVEN a peer that ignores text pings, like a server without the npm keepalive convention;
+    // tungstenite still replies to protocol Pings while the peer reads
+    let (sandbox, peer) = connected(test_timeouts(), |mut peer| async move {
+        while let Some(Ok(message)) = peer.ws.next().await {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            if text.as_str() == "ping" {
+                continue;
+            }
+            let request: Value = serde_json::from_str(text.as_str()).expect("client JSON");
+            peer.send(ok(&request["id"], json!("/home/app"))).await;
+        }
+    })
+    .await;
+
+    // WHEN the client stays quiet for longer than the 600 ms idle limit
+    tokio::time::sleep(Duration::from_millis(900)).await;
+
+    // THEN the connection is still usable
+    let path = sandbox
+        .real_path(".")
+        .await
+        .expect("alive on protocol pongs");
+    assert_eq!(path, "/home/app");
+    sandbox.close().await;
+    peer.await.expect("peer");
+}
+
+#[tokio::test]
+async fn dropped_receiver_cancels_stream() {
+    let (sandbox, peer) = connected(test_timeouts(), |mut peer| async move {
+        let id = peer.recv().await["id"].clone();
+        peer.send(ok(
+            &id,
+            json!({"pid": 4, "stdoutStreamId": 11, "stderrStreamId": null}),
+        ))
+        .await;
+        peer.send(notification(
+            "$sandbox.stream.start",
+            json!({"streamId": 11}),
+        ))
+        .await;
+        let stat_id = peer.recv().await["id"].clone();
+        peer.send(notification(
+            "$sandbox.stream.enqueue",
+            json!({"streamId": 11, "data": "eA=="}),
+        ))
+        .await;
+        assert_eq!(
+            peer.recv().await,
+            notification(
+                "$sandbox.stream.cancel",
+                json!({"streamId": 11, "reason": null})
+            )
+        );
+        peer.send(ok(&stat_id, file_info_fixture(1))).await;
+        let _ = peer.next_frame().await;
+    })
+    .await;
+
+    let process = sandbox
+        .spawn(SpawnOptions {
+            command: "yes".to_owned(),
+            ..SpawnOptions::default()
+        })
+        .await
+        .expect("spawn");
+    drop(process.stdout);
+    let info = sandbox.stat("x").await.expect("stat");
+
+    assert_eq!(info.size, 1);
+    sandbox.close().await;
     peer.await.expect("peer");
 }
