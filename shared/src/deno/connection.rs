@@ -112,6 +112,9 @@ enum StreamEvent {
 /// arrive in either order, so the entry exists as soon as either side mentions the id.
 #[derive(Debug)]
 struct ServerStream {
+    // NOTE: unbounded so that a slow consumer never stalls the reader (and with it every pending
+    // call). Memory stays bounded only while the consumer drains its receiver, for example into
+    // an `OutputCapture`; a receiver that is kept but never read buffers the whole stream.
     sender: mpsc::UnboundedSender<StreamEvent>,
     /// The receiving side until the client takes it.
     receiver: Option<mpsc::UnboundedReceiver<StreamEvent>>,
@@ -241,7 +244,7 @@ impl Drop for PendingGuard<'_> {
 /// Receiver of one server-produced stream, such as a process's stdout.
 ///
 /// Chunks arrive in order. The stream ends with `Ok(None)` after `$sandbox.stream.end` or after
-/// [`Connection::cancel_stream`]; `$sandbox.stream.error` and a lost connection become errors.
+/// [`Sandbox::cancel_stream`](crate::deno::Sandbox::cancel_stream). `$sandbox.stream.error` and a lost connection become errors.
 /// Dropping the receiver cancels the stream at the sandbox when the next chunk arrives.
 #[derive(Debug)]
 pub struct StreamReceiver {
