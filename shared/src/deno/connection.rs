@@ -112,9 +112,9 @@ enum StreamEvent {
 /// arrive in either order, so the entry exists as soon as either side mentions the id.
 #[derive(Debug)]
 struct ServerStream {
-    // NOTE: unbounded so that a slow consumer never stalls the reader (and with it every pending
-    // call). Memory stays bounded only while the consumer drains its receiver, for example into
-    // an `OutputCapture`; a receiver that is kept but never read buffers the whole stream.
+    // NOTE: unbounded so that a slow consumer never stalls the reader and with it every pending
+    // call. Memory stays bounded only while the consumer drains its receiver, for example into
+    // an `OutputCapture`. A receiver that is kept but never read buffers the whole stream.
     sender: mpsc::UnboundedSender<StreamEvent>,
     /// The receiving side until the client takes it.
     receiver: Option<mpsc::UnboundedReceiver<StreamEvent>>,
@@ -469,7 +469,7 @@ impl Connection {
     }
 
     /// Cancels a server-produced stream: later data for it is dropped and
-    /// `$sandbox.stream.cancel` asks the server to stop. Its receiver then ends with `Ok(None)`.
+    /// `$sandbox.stream.cancel` requests that the server stop. Its receiver then ends with `Ok(None)`.
     ///
     /// # Errors
     /// The connection's error when it has closed.
@@ -621,8 +621,8 @@ async fn run_writer(
                 }
                 None => break,
             },
-            // The text ping is what Deno's npm SDK sends. The protocol Ping must be answered by
-            // any RFC 6455 peer, so the idle limit holds even for a server that ignores text.
+            // Deno's npm SDK sends the text ping. Every RFC 6455 peer must reply to the protocol
+            // Ping with a Pong, so the idle limit works even for a server that ignores text.
             _ = keepalive.tick() => vec![Message::text("ping"), Message::Ping(Vec::new().into())],
         };
         for message in messages {
@@ -706,7 +706,7 @@ async fn run_reader(
     }
 }
 
-/// What the reader does after a frame.
+/// Next step of the reader after a frame.
 enum Flow {
     Continue,
     Stop,
