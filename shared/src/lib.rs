@@ -6,6 +6,7 @@
 //! - [`contract`]: the HTTP contract: request envelope, success and error bodies, status codes.
 //! - [`bootstrap`]: tracing, configuration and AWS clients for a function's cold start.
 //! - [`secret`]: the Deno token type, zeroized and redacted.
+//! - [`deno`]: the Deno Deploy sandbox client: websocket RPC, streams, delete, extend, list.
 //! - [`tools`]: the six agent tools behind the function binaries.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -13,5 +14,6 @@
 pub mod bootstrap;
 pub mod config;
 pub mod contract;
+pub mod deno;
 pub mod secret;
 pub mod tools;
