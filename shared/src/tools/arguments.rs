@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::config::{Config, parse_duration_literal};
 use crate::contract::ToolError;
+use crate::deno::{Region, SandboxId};
 
 /// Deno's limit on labels per sandbox.
 pub const MAX_LABELS: usize = 5;
@@ -34,35 +35,6 @@ pub const PRODUCT_LABEL_VALUE: &str = "deno-sandbox-tools";
 pub const SESSION_LABEL: &str = "session";
 /// Label carrying the sandbox title, when one is given.
 pub const TITLE_LABEL: &str = "title";
-
-/// Deno Deploy region of a sandbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Region {
-    /// Chicago, Deno's default.
-    Ord,
-    /// Amsterdam.
-    Ams,
-}
-
-impl Region {
-    /// Returns the region code used in hosts and sandbox ids.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Region::Ord => "ord",
-            Region::Ams => "ams",
-        }
-    }
-
-    /// Parses a region code.
-    pub fn parse(code: &str) -> Option<Self> {
-        match code {
-            "ord" => Some(Region::Ord),
-            "ams" => Some(Region::Ams),
-            _ => None,
-        }
-    }
-}
 
 /// Arguments of `deno_create_sandbox`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -236,25 +208,18 @@ pub fn describe_duration(duration: Duration) -> String {
 ///
 /// # Errors
 /// `invalid_argument` naming `sandbox_id`.
-pub fn validate_sandbox_id(value: &str) -> Result<(), ToolError> {
-    const ALPHABET: &str = "0123456789abcdefghjkmnpqrstvwxyz";
-    let well_formed = value.len() == 28
-        && value.starts_with("sbx_")
-        && value.as_bytes()[7] == b'_'
-        && value[4..7].bytes().all(|b| b.is_ascii_lowercase())
-        && value[8..].chars().all(|c| ALPHABET.contains(c));
+pub fn validate_sandbox_id(value: &str) -> Result<SandboxId, ToolError> {
     if value.is_empty() {
         return Err(ToolError::invalid_argument(
             "sandbox_id must not be empty; use an id returned by deno_create_sandbox or deno_list_sandboxes",
         ));
     }
-    if !well_formed {
-        return Err(ToolError::invalid_argument(format!(
+    SandboxId::parse(value).map_err(|_| {
+        ToolError::invalid_argument(format!(
             "sandbox_id {value:?} is not a Deno sandbox id (sbx_<region>_<20 characters>); use an id \
              returned by deno_create_sandbox or deno_list_sandboxes"
-        )));
-    }
-    Ok(())
+        ))
+    })
 }
 
 /// Arguments of `deno_exec`.
@@ -284,7 +249,7 @@ impl ExecArguments {
     /// # Errors
     /// `invalid_argument` naming the first bad field.
     pub fn validate(&self, config: &Config) -> Result<Duration, ToolError> {
-        validate_sandbox_id(&self.sandbox_id)?;
+        let _ = validate_sandbox_id(&self.sandbox_id)?;
         if self.command.trim().is_empty() {
             return Err(ToolError::invalid_argument("command must not be empty"));
         }
@@ -365,7 +330,7 @@ impl ReadFileArguments {
     /// # Errors
     /// `invalid_argument` naming the first bad field.
     pub fn validate(&self, max_window: u64) -> Result<(), ToolError> {
-        validate_sandbox_id(&self.sandbox_id)?;
+        let _ = validate_sandbox_id(&self.sandbox_id)?;
         validate_path("path", &self.path)?;
         if let Some(limit) = self.limit
             && (limit == 0 || limit > max_window)
@@ -430,7 +395,7 @@ impl WriteFileArguments {
     pub fn validate(&self) -> Result<Vec<u8>, ToolError> {
         use base64::Engine as _;
 
-        validate_sandbox_id(&self.sandbox_id)?;
+        let _ = validate_sandbox_id(&self.sandbox_id)?;
         validate_path("path", &self.path)?;
         if self.path.ends_with('/') {
             return Err(ToolError::invalid_argument(format!(
@@ -498,7 +463,7 @@ impl ManageSandboxArguments {
     /// # Errors
     /// `invalid_argument` naming the first bad field.
     pub fn validate(&self) -> Result<Option<Duration>, ToolError> {
-        validate_sandbox_id(&self.sandbox_id)?;
+        let _ = validate_sandbox_id(&self.sandbox_id)?;
         match (self.action, self.duration.as_deref()) {
             (ManageAction::Extend, None) => Err(ToolError::invalid_argument(
                 "duration is required for action \"extend\"; use a value such as \"10m\" (at most 30m)",
