@@ -9,7 +9,11 @@ use crate::bootstrap::App;
 use crate::contract::{self, ErrorCode, ToolError, ToolRequest};
 
 pub mod arguments;
+pub mod command;
 pub mod display;
+pub mod errors;
+pub mod exec;
+pub mod files;
 
 /// An agent tool; each is its own Lambda function whose binary carries [`Tool::name`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

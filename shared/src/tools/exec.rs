@@ -1,0 +1,110 @@
+//! `deno_exec` on an open sandbox connection: the command runs as `bash -lc COMMAND` with the
+//! text passed as one argument, so nothing on our side parses or interpolates it.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Value, json};
+
+use crate::contract::ToolError;
+use crate::deno::{OutputCapture, Sandbox, SpawnOptions};
+use crate::tools::arguments::{ExecArguments, resolve_path};
+use crate::tools::command::{CaptureLimits, CommandOutcome, run_command};
+use crate::tools::display::clean_for_display;
+use crate::tools::errors::from_deno;
+
+/// Runs the command of `arguments` in `sandbox` and returns the tool result.
+///
+/// # Errors
+/// [`ToolError`] when the command could not be started or the connection failed; the command's
+/// own failure (non-zero exit, signal, deadline) is a successful result.
+pub async fn execute(
+    sandbox: &Sandbox,
+    arguments: &ExecArguments,
+    deadline: Duration,
+    workspace: &str,
+) -> Result<Value, ToolError> {
+    let options = SpawnOptions {
+        command: "bash".to_owned(),
+        args: vec!["-lc".to_owned(), arguments.command.clone()],
+        env: arguments.env.clone().unwrap_or_default(),
+        clear_env: false,
+        cwd: Some(match &arguments.cwd {
+            Some(cwd) => resolve_path(workspace, cwd),
+            None => workspace.to_owned(),
+        }),
+        stdin: arguments.stdin.as_ref().map(|text| text.as_bytes().to_vec()),
+    };
+    let outcome = run_command(sandbox, options, deadline, CaptureLimits::default())
+        .await
+        .map_err(from_deno)?;
+    Ok(describe(&outcome, deadline, arguments.include_raw))
+}
+
+/// Builds the result fields from a finished command.
+pub fn describe(outcome: &CommandOutcome, deadline: Duration, include_raw: bool) -> Value {
+    let stdout = outcome.stdout.render();
+    let stderr = outcome.stderr.render();
+    let combined = outcome.combined.render();
+
+    let (exit_code, signal, oom) = match &outcome.status {
+        Some(status) => (json!(status.code), json!(status.signal), status.oom.is_some()),
+        None => (Value::Null, Value::Null, false),
+    };
+
+    let mut notes = Vec::new();
+    if outcome.timed_out {
+        notes.push(format!(
+            "the command exceeded its {} s deadline and was stopped (TERM, then KILL); output up to \
+             that point is shown. Run long jobs in the background (nohup … > log 2>&1 &) and poll the log",
+            deadline.as_secs()
+        ));
+    }
+    if outcome.streams_held_open {
+        notes.push(
+            "the command exited but a background process kept its output open; that process keeps \
+             running and its later output is not captured. Redirect background output to a file \
+             (cmd > log 2>&1 &) to avoid this"
+                .to_owned(),
+        );
+    }
+    if oom {
+        notes.push("the sandbox ran out of memory and the process was killed".to_owned());
+    }
+    if stdout.truncated || stderr.truncated {
+        notes.push("output was longer than the capture limit; the start and end are kept".to_owned());
+    }
+
+    let mut result = json!({
+        "exit_code": exit_code,
+        "signal": signal,
+        "timed_out": outcome.timed_out,
+        "stdout": stdout.text,
+        "stderr": stderr.text,
+        "output": clean_for_display(&combined.text),
+        "stdout_truncated": stdout.truncated,
+        "stderr_truncated": stderr.truncated,
+        "stdout_bytes": stdout.total_bytes,
+        "stderr_bytes": stderr.total_bytes,
+        "stdout_invalid_utf8": stdout.invalid_utf8,
+        "stderr_invalid_utf8": stderr.invalid_utf8,
+        "background_output_open": outcome.streams_held_open,
+        "oom": oom,
+        "duration_ms": outcome.duration.as_millis() as u64,
+    });
+    if !notes.is_empty() {
+        result["note"] = json!(notes.join(". "));
+    }
+    if include_raw {
+        result["stdout_base64"] = json!(raw_base64(&outcome.stdout));
+        result["stderr_base64"] = json!(raw_base64(&outcome.stderr));
+    }
+    result
+}
+
+/// Returns the kept bytes of a stream as base64; for a truncated stream these are the head and
+/// the tail joined without a marker, as the `*_truncated` fields say.
+fn raw_base64(capture: &OutputCapture) -> String {
+    BASE64.encode(capture.kept_bytes())
+}
