@@ -1,11 +1,29 @@
-//! Cold-start wiring shared by every function binary: tracing, configuration, AWS clients, and
-//! the `lambda_http` loop. Each `main.rs` calls [`run`] with its handler.
+//! Cold-start wiring shared by every function binary: tracing, configuration, AWS clients,
+//! stores, the envelope sealer, and the `lambda_http` loop. Each `main.rs` calls [`run`] with its
+//! handler.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use lambda_http::{Body, Error, Request, Response, service_fn};
 
 use crate::config::{Config, ConfigError};
+use crate::connections::{HttpTokenVerifier, StaticTokenVerifier, TokenVerifier};
+use crate::crypto::{EnvelopeSealer, KmsKeyProvider, LocalKeyProvider};
+use crate::store::dynamo::{DynamoCapabilityStore, DynamoConnectionStore, DynamoSandboxStore};
+use crate::store::memory::{MemoryCapabilityStore, MemoryConnectionStore, MemorySandboxStore};
+use crate::store::{CapabilityStore, ConnectionStore, SandboxStore};
+
+/// Attempts per AWS call, the first included. The SDK's standard retry mode backs off
+/// exponentially with jitter between attempts and retries throttling, timeouts and 5xx errors.
+pub const AWS_MAX_ATTEMPTS: u32 = 4;
+/// Deadline of one attempt of an AWS call.
+pub const AWS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of an AWS call across all its attempts; well inside API Gateway's 29 s limit.
+pub const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// State built once per cold start and shared by every invocation of the process.
 #[derive(Debug)]
@@ -16,6 +34,16 @@ pub struct App {
     pub kms: aws_sdk_kms::Client,
     /// DynamoDB client for the three tables.
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// Seals and opens tokens and sandbox state with data keys from KMS.
+    pub sealer: EnvelopeSealer,
+    /// The connections table (sealed Deno tokens).
+    pub connections: Arc<dyn ConnectionStore>,
+    /// The sandboxes table (per-session sandbox records).
+    pub sandboxes: Arc<dyn SandboxStore>,
+    /// The capabilities table (per-organization switches).
+    pub capabilities: Arc<dyn CapabilityStore>,
+    /// Checks a token with the Deno Deploy console API before it is stored.
+    pub token_verifier: Arc<dyn TokenVerifier>,
 }
 
 impl App {
@@ -35,23 +63,97 @@ impl App {
         Self::with_sdk_config(config, &sdk_config)
     }
 
-    /// Builds the AWS clients for `config` from an explicit SDK configuration; tests use this to
-    /// pass the emulators' credentials without changing the process environment.
+    /// Builds the AWS clients, stores and verifier for `config` from an explicit SDK
+    /// configuration; tests use this to pass the emulators' credentials without changing the
+    /// process environment. AWS calls use the standard retry mode with [`AWS_MAX_ATTEMPTS`]
+    /// attempts and the timeouts above.
+    ///
+    /// # Panics
+    /// When the HTTP client's TLS backend cannot be initialized, which only happens at cold start.
     pub fn with_sdk_config(config: Config, sdk_config: &aws_config::SdkConfig) -> Self {
-        let mut kms = aws_sdk_kms::config::Builder::from(sdk_config);
+        let retry = RetryConfig::standard().with_max_attempts(AWS_MAX_ATTEMPTS);
+        let timeouts = TimeoutConfig::builder()
+            .operation_attempt_timeout(AWS_ATTEMPT_TIMEOUT)
+            .operation_timeout(AWS_OPERATION_TIMEOUT)
+            .build();
+
+        let mut kms = aws_sdk_kms::config::Builder::from(sdk_config)
+            .retry_config(retry.clone())
+            .timeout_config(timeouts.clone());
         if let Some(endpoint) = &config.kms_endpoint {
             kms = kms.endpoint_url(endpoint);
         }
-        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(sdk_config);
+        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(sdk_config)
+            .retry_config(retry)
+            .timeout_config(timeouts);
         if let Some(endpoint) = &config.dynamodb_endpoint {
             dynamodb = dynamodb.endpoint_url(endpoint);
         }
+        let kms = aws_sdk_kms::Client::from_conf(kms.build());
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(dynamodb.build());
 
+        let token_verifier = HttpTokenVerifier::new(&config.deploy_endpoint)
+            .expect("token_verifier: the HTTP client's TLS backend failed to initialize");
         Self {
-            kms: aws_sdk_kms::Client::from_conf(kms.build()),
-            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+            sealer: EnvelopeSealer::new(Arc::new(KmsKeyProvider::new(
+                kms.clone(),
+                &config.kms_key_id,
+            ))),
+            connections: Arc::new(DynamoConnectionStore::new(
+                dynamodb.clone(),
+                &config.connections_table,
+            )),
+            sandboxes: Arc::new(DynamoSandboxStore::new(
+                dynamodb.clone(),
+                &config.sandboxes_table,
+            )),
+            capabilities: Arc::new(DynamoCapabilityStore::new(
+                dynamodb.clone(),
+                &config.capabilities_table,
+            )),
+            token_verifier: Arc::new(token_verifier),
+            kms,
+            dynamodb,
             config,
         }
+    }
+
+    /// Builds an app for unit tests: in-memory stores, an in-process key provider, and a token
+    /// verifier accepting exactly `accepted_tokens`. The AWS clients point at an unroutable
+    /// local endpoint and are never called by the in-memory parts.
+    ///
+    /// # Panics
+    /// Never for the fixed configuration it uses.
+    pub fn in_memory_for_tests<I, S>(accepted_tokens: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let config = Config::from_lookup(|name| {
+            let value = match name {
+                crate::config::CONNECTIONS_TABLE_VAR => "connections",
+                crate::config::SANDBOXES_TABLE_VAR => "sandboxes",
+                crate::config::CAPABILITIES_TABLE_VAR => "capabilities",
+                crate::config::KMS_KEY_ID_VAR => "local-test-key",
+                crate::config::DYNAMODB_ENDPOINT_VAR | crate::config::KMS_ENDPOINT_VAR => {
+                    "http://127.0.0.1:9"
+                }
+                _ => return None,
+            };
+            Some(value.to_owned())
+        })
+        .expect("the fixed unit-test configuration is complete");
+        let sdk_config = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let mut app = Self::with_sdk_config(config, &sdk_config);
+        app.sealer = EnvelopeSealer::new(Arc::new(LocalKeyProvider::new("local-test-key")));
+        app.connections = Arc::new(MemoryConnectionStore::default());
+        app.sandboxes = Arc::new(MemorySandboxStore::default());
+        app.capabilities = Arc::new(MemoryCapabilityStore::default());
+        app.token_verifier = Arc::new(StaticTokenVerifier::accepting(accepted_tokens));
+        app
     }
 }
 
