@@ -9,6 +9,9 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use lambda_http::{Body, Error, Request, Response, service_fn};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, filter_fn};
+use tracing_subscriber::layer::SubscriberExt;
 
 use crate::config::{Config, ConfigError};
 use crate::connections::{HttpTokenVerifier, StaticTokenVerifier, TokenVerifier};
@@ -167,7 +170,7 @@ where
     F: Fn(&'static App, Request) -> Fut + Send + Sync,
     Fut: Future<Output = Response<Body>> + Send,
 {
-    lambda_http::tracing::init_default_subscriber();
+    init_tracing();
     let app: &'static App = match App::from_env().await {
         Ok(app) => Box::leak(Box::new(app)),
         Err(error) => {
@@ -180,4 +183,65 @@ where
         Ok::<_, Error>(handler(app, request).await)
     }))
     .await
+}
+
+/// Targets of the AWS SDK's HTTP layer. At TRACE level they print whole request and response
+/// bodies, which for DynamoDB include the sealed tokens and sandbox state, so their TRACE events
+/// are always dropped.
+const SDK_BODY_LOGGING_TARGETS: [&str; 2] = ["aws_smithy_runtime", "aws_smithy_runtime_api"];
+
+/// Builds the log subscriber of every function: `filter` selects events, `json` picks Lambda's
+/// JSON format over plain text, and the AWS SDK's TRACE events are dropped whatever the filter
+/// says (see [`SDK_BODY_LOGGING_TARGETS`]). Tests pass their own writer to inspect the output.
+pub fn log_subscriber<W>(
+    filter: EnvFilter,
+    json: bool,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + Send + Sync + 'static,
+{
+    let drop_sdk_bodies = filter_fn(|metadata| {
+        let from_sdk_http = SDK_BODY_LOGGING_TARGETS.iter().any(|target| {
+            metadata.target() == *target
+                || metadata
+                    .target()
+                    .strip_prefix(target)
+                    .is_some_and(|rest| rest.starts_with("::"))
+        });
+        !(from_sdk_http && *metadata.level() == tracing::Level::TRACE)
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_target(false)
+        .without_time()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    if json {
+        Box::new(builder.json().finish().with(drop_sdk_bodies))
+    } else {
+        Box::new(builder.finish().with(drop_sdk_bodies))
+    }
+}
+
+/// Installs [`log_subscriber`] on stdout with the level and format Lambda's advanced logging
+/// controls set: `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else INFO; JSON when
+/// `AWS_LAMBDA_LOG_FORMAT` is `JSON`. These are the same rules as
+/// `lambda_runtime::tracing::init_default_subscriber`, which has no way to drop the SDK's body
+/// logging.
+fn init_tracing() {
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|text| text.parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
+    let filter = EnvFilter::builder()
+        .with_default_directive(level.into())
+        .from_env_lossy();
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT")
+        .is_ok_and(|format| format.eq_ignore_ascii_case("json"));
+    if tracing::subscriber::set_global_default(log_subscriber(filter, json, std::io::stdout))
+        .is_err()
+    {
+        tracing::warn!("a log subscriber was already installed; keeping it");
+    }
 }

@@ -220,7 +220,7 @@ impl DynamoConnectionStore {
         ])
     }
 
-    fn from_item(&self, item: &Item) -> Result<ConnectionRecord, StoreError> {
+    fn read_item(&self, item: &Item) -> Result<ConnectionRecord, StoreError> {
         let reader = ItemReader {
             table: &self.table,
             item,
@@ -258,7 +258,7 @@ impl ConnectionStore for DynamoConnectionStore {
                 .send()
                 .await
                 .map_err(|error| classify_error(&self.table, error))?;
-            output.item.map(|item| self.from_item(&item)).transpose()
+            output.item.map(|item| self.read_item(&item)).transpose()
         })
     }
 
@@ -350,7 +350,7 @@ impl DynamoCapabilityStore {
         }
     }
 
-    fn from_item(&self, item: &Item) -> Result<CapabilityRecord, StoreError> {
+    fn read_item(&self, item: &Item) -> Result<CapabilityRecord, StoreError> {
         let reader = ItemReader {
             table: &self.table,
             item,
@@ -383,7 +383,7 @@ impl CapabilityStore for DynamoCapabilityStore {
                 .send()
                 .await
                 .map_err(|error| classify_error(&self.table, error))?;
-            output.item.map(|item| self.from_item(&item)).transpose()
+            output.item.map(|item| self.read_item(&item)).transpose()
         })
     }
 
@@ -463,7 +463,7 @@ impl DynamoSandboxStore {
         item
     }
 
-    fn from_item(&self, item: &Item) -> Result<SandboxRecord, StoreError> {
+    fn read_item(&self, item: &Item) -> Result<SandboxRecord, StoreError> {
         let reader = ItemReader {
             table: &self.table,
             item,
@@ -607,7 +607,7 @@ impl SandboxStore for DynamoSandboxStore {
                 .send()
                 .await
                 .map_err(|error| classify_error(&self.table, error))?;
-            output.item.map(|item| self.from_item(&item)).transpose()
+            output.item.map(|item| self.read_item(&item)).transpose()
         })
     }
 
@@ -668,7 +668,7 @@ impl SandboxStore for DynamoSandboxStore {
                         .and_then(|value| value.as_s().ok())
                         .is_some_and(|id| id.starts_with(IDEMPOTENCY_SORT_KEY_PREFIX));
                     if !is_claim {
-                        records.push(self.from_item(item)?);
+                        records.push(self.read_item(item)?);
                     }
                 }
                 match output.last_evaluated_key {
@@ -741,7 +741,7 @@ impl SandboxStore for DynamoSandboxStore {
             match outcome {
                 Ok(output) => output
                     .attributes
-                    .map(|item| self.from_item(&item))
+                    .map(|item| self.read_item(&item))
                     .transpose(),
                 Err(error) if is_conditional_failure(&error) => Ok(None),
                 Err(error) => Err(classify_error(&self.table, error)),
