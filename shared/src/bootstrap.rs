@@ -67,7 +67,7 @@ impl App {
     }
 
     /// Builds the AWS clients, stores and verifier for `config` from an explicit SDK
-    /// configuration; tests use this to pass the emulators' credentials without changing the
+    /// configuration. Tests use this to pass the emulators' credentials without changing the
     /// process environment. AWS calls use the standard retry mode with [`AWS_MAX_ATTEMPTS`]
     /// attempts and the timeouts above.
     ///
@@ -190,9 +190,9 @@ where
 /// are always dropped.
 const SDK_BODY_LOGGING_TARGETS: [&str; 2] = ["aws_smithy_runtime", "aws_smithy_runtime_api"];
 
-/// Builds the log subscriber of every function: `filter` selects events, `json` picks Lambda's
-/// JSON format over plain text, and the AWS SDK's TRACE events are dropped whatever the filter
-/// says (see [`SDK_BODY_LOGGING_TARGETS`]). Tests pass their own writer to inspect the output.
+/// Builds the log subscriber of every function. `filter` selects events and `json` picks Lambda's
+/// JSON format over plain text. The AWS SDK's TRACE events are dropped even when `filter` enables
+/// them (see [`SDK_BODY_LOGGING_TARGETS`]). Tests pass their own writer to inspect the output.
 pub fn log_subscriber<W>(
     filter: EnvFilter,
     json: bool,

@@ -20,7 +20,7 @@ fn connection_required(message: String) -> ToolError {
 ///
 /// # Errors
 /// `connection_required` (HTTP 428, provider `deno`) when the user has no connection for this
-/// organization; `upstream_unavailable` when DynamoDB or KMS is unreachable; `internal` when the
+/// organization. `upstream_unavailable` when DynamoDB or KMS is unreachable. `internal` when the
 /// stored token does not open.
 pub async fn resolve_deno_token(app: &App, context: &CallContext) -> Result<DenoToken, ToolError> {
     let record = app.connections.get(&context.user_id, DENO_PROVIDER).await?;

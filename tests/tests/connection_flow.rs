@@ -213,13 +213,13 @@ async fn admin_switch_gates_tool_calls() {
     let tool_body = caller.body(Some(json!({ "sandbox_id": "sbx-1", "command": "true" })));
 
     // Never enabled: tools are refused.
-    let refused = tools::handle_http(
+    let rejected = tools::handle_http(
         &app,
         Tool::Exec,
         lambda_http::Request::new(lambda_http::Body::Text(tool_body.clone())),
     )
     .await;
-    let (status, body) = status_and_body(&refused);
+    let (status, body) = status_and_body(&rejected);
     assert_eq!(status, 403);
     assert_eq!(body["error"]["code"], "capability_disabled");
     assert!(
@@ -261,11 +261,11 @@ async fn admin_switch_gates_tool_calls() {
     assert_eq!(body["result"]["enabled"], false);
     assert_eq!(body["result"]["updated_by"], "admin-2");
     assert_eq!(body["result"]["previously_enabled"], true);
-    let refused = tools::handle_http(
+    let rejected = tools::handle_http(
         &app,
         Tool::CreateSandbox,
         lambda_http::Request::new(lambda_http::Body::Text(tool_body)),
     )
     .await;
-    assert_eq!(refused.status(), 403);
+    assert_eq!(rejected.status(), 403);
 }

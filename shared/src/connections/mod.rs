@@ -2,7 +2,7 @@
 //! and remove the caller's Deno Deploy organization token.
 //!
 //! Decision: `PUT` requires the organization's capability to be enabled, so no token is stored
-//! for an organization that cannot use it; `GET` and `DELETE` work regardless, so a user can
+//! for an organization that cannot use it. `GET` and `DELETE` work regardless, so a user can
 //! always inspect and remove a token. `GET` reads only the non-secret hint and never opens the
 //! sealed token.
 
@@ -31,12 +31,11 @@ use crate::store::{ConnectionRecord, DENO_PROVIDER, TokenKind};
 
 /// Name of the function, used in logs.
 pub const FUNCTION_NAME: &str = "deno_connection";
-/// Fewest characters accepted after `ddo_`.
-// NOTE: Deno does not publish the token format; 16 to 256 letters, digits, `-` or `_` after the
-// prefix is a guess that accepts every token seen so far, so an unusual real token may be
-// rejected here before Deno sees it.
+/// Minimum number of characters accepted after `ddo_`.
+// NOTE: Deno does not publish the token format. Accepting 16 to 256 letters, digits, `-` or `_`
+// after the prefix is a guess, so an unusual real token may be rejected here before Deno sees it.
 pub const MIN_TOKEN_BODY_LENGTH: usize = 16;
-/// Most characters accepted after `ddo_`.
+/// Maximum number of characters accepted after `ddo_`.
 pub const MAX_TOKEN_BODY_LENGTH: usize = 256;
 
 /// Checks the form of a token pasted by a user and returns it trimmed. Only organization tokens

@@ -3,7 +3,7 @@
 //! Decision: an HTTP 401 means the token is invalid or expired and becomes `upstream_rejected`
 //! (422), because Deno refused it and only a new token helps. An HTTP 403 is also
 //! `upstream_rejected`. Any other status, and every transport failure, is `upstream_unavailable`
-//! (retryable), because it says nothing about the token.
+//! (retryable), because it does not show whether the token is valid.
 
 use std::time::Duration;
 
@@ -21,26 +21,26 @@ pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Error code Deno's APIs send with HTTP 401 for an invalid or expired token.
 pub const INVALID_TOKEN_CODE: &str = "INVALID_TOKEN";
 
-/// Where in the Deno Deploy console an organization token is created, for messages.
+/// Instructions for creating an organization token in the Deno Deploy console, used in messages.
 pub const CREATE_TOKEN_HINT: &str = "create an organization token (ddo_…) in the Deno Deploy console at https://console.deno.com under your organization's Settings > Access Tokens";
 
-/// Why a token failed verification. Never contains the token.
+/// Reason a token failed verification. Never contains the token.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    /// Deno answered HTTP 401: the token is invalid or expired.
-    #[error("Deno Deploy answered HTTP 401 with code {code:?}: token invalid or expired")]
+    /// Deno returned HTTP 401, so the token is invalid or expired.
+    #[error("Deno Deploy returned HTTP 401 with code {code:?}: token invalid or expired")]
     InvalidToken {
         /// The `code` of the error body, such as `INVALID_TOKEN`; empty when the body had none.
         code: String,
     },
-    /// Deno answered HTTP 403: the token is valid but may not list sandboxes.
-    #[error("Deno Deploy answered HTTP 403 with code {code:?}")]
+    /// Deno returned HTTP 403, so the token is valid but may not list sandboxes.
+    #[error("Deno Deploy returned HTTP 403 with code {code:?}")]
     Forbidden {
         /// The `code` of the error body; empty when the body had none.
         code: String,
     },
-    /// Deno answered another non-success status.
-    #[error("Deno Deploy console API answered HTTP {status}")]
+    /// Deno returned another non-success status.
+    #[error("Deno Deploy console API returned HTTP {status}")]
     UnexpectedStatus {
         /// HTTP status.
         status: u16,
@@ -68,7 +68,7 @@ impl From<VerifyError> for ToolError {
             VerifyError::UnexpectedStatus { status } => ToolError::new(
                 ErrorCode::UpstreamUnavailable,
                 format!(
-                    "could not verify the token because the Deno Deploy console API answered HTTP {status}; retry in a minute"
+                    "could not verify the token because the Deno Deploy console API returned HTTP {status}; retry in a minute"
                 ),
             ),
             VerifyError::Transport(_) => ToolError::new(

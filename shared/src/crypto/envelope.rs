@@ -31,9 +31,10 @@ pub const NONCE_LENGTH: usize = 12;
 /// Authentication tag length of AES-GCM in bytes.
 pub const TAG_LENGTH: usize = 16;
 
-/// Longest key id accepted; a KMS key ARN is about 80 bytes and an alias ARN at most 300.
+/// Maximum key id length in bytes. A KMS key ARN is about 80 bytes long.
 const MAX_KEY_ID_LENGTH: usize = 2048;
-/// Longest wrapped data key accepted; a KMS ciphertext blob for 32 bytes is under 300 bytes.
+/// Maximum wrapped data key length in bytes, far above the few hundred bytes KMS returns for a
+/// 32-byte key.
 const MAX_WRAPPED_KEY_LENGTH: usize = 8192;
 
 /// A sealed value as stored: header and ciphertext in one byte string. `Debug` prints only the

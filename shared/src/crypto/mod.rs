@@ -1,7 +1,7 @@
 //! Envelope encryption for the secrets and state the functions store: Deno tokens and sandbox
 //! records.
 //!
-//! Every seal asks a [`KeyProvider`] (KMS in AWS) for a fresh 256-bit data key bound to an
+//! Every seal requests from a [`KeyProvider`] (KMS in AWS) a fresh 256-bit data key bound to an
 //! [`EncryptionContext`], encrypts with AES-256-GCM under a random 96-bit nonce, and stores the
 //! wrapped data key beside the ciphertext in a versioned [`SealedEnvelope`]. Because each data key
 //! encrypts exactly one message, random nonces never repeat under one key.
@@ -67,7 +67,7 @@ pub enum CryptoError {
     /// A field of the envelope has an impossible value.
     #[error("malformed envelope: {reason}")]
     Malformed {
-        /// What is wrong.
+        /// Description of the fault.
         reason: &'static str,
     },
     /// The key provider refused to unwrap the data key: the encryption context differs, the key
@@ -122,7 +122,7 @@ impl CryptoError {
     }
 }
 
-/// The non-secret key-value pairs that say what a sealed value is and whom it belongs to. KMS
+/// The non-secret key-value pairs that name what a sealed value is and whom it belongs to. KMS
 /// binds them to the wrapped data key, and the envelope binds them into the GCM associated data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncryptionContext {

@@ -115,7 +115,8 @@ fn number(value: impl ToString) -> AttributeValue {
 }
 
 fn timestamp(value: OffsetDateTime) -> AttributeValue {
-    // RFC 3339 formatting fails only for years outside 0..=9999, which clocks never produce.
+    // RFC 3339 formatting fails only for a year outside 0..=9999 or an offset with seconds; the
+    // UTC clock times stored here have neither.
     AttributeValue::S(value.format(&Rfc3339).unwrap_or_default())
 }
 

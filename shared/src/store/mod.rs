@@ -3,7 +3,7 @@
 //! implementation ([`dynamo`]) and an in-memory one for unit tests ([`memory`]).
 //!
 //! Decision: every write is conditional. A create fails when the key exists and an update names
-//! the version it read, so two writers never silently overwrite each other; the loser gets
+//! the version it read, so two writers never silently overwrite each other. The loser gets
 //! [`StoreError::VersionConflict`] or [`StoreError::AlreadyExists`] and decides whether to retry.
 
 pub mod dynamo;
@@ -294,7 +294,7 @@ impl SandboxState {
     /// Opens the state sealed in `record`.
     ///
     /// # Errors
-    /// [`CryptoError`] when the envelope does not open for this record or holds invalid JSON.
+    /// [`CryptoError`] when the envelope does not open for this record or contains invalid JSON.
     pub async fn open(
         sealer: &EnvelopeSealer,
         record: &SandboxRecord,

@@ -86,7 +86,7 @@ pub fn status_and_body(response: &lambda_http::Response<lambda_http::Body>) -> (
 }
 
 /// Starts a stand-in for the Deno Deploy console API on 127.0.0.1: `GET /api/v2/sandboxes`
-/// answers 200 `[]` for the accepted tokens and 401 `INVALID_TOKEN` for any other, like Deno.
+/// returns 200 `[]` for the accepted tokens and 401 `INVALID_TOKEN` for any other, like Deno.
 /// Returns its origin.
 pub async fn spawn_console(accepted: Vec<String>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -295,7 +295,8 @@ pub fn test_token(label: &str) -> String {
     format!("ddo_{label}{}", unique_id("").replace('-', ""))
 }
 
-/// The stack's app, verifying tokens against a console stand-in that accepts `accepted`.
+/// Builds the stack's app with its token verifier pointed at a console stand-in that accepts
+/// `accepted`.
 pub async fn app_with_console(accepted: Vec<String>) -> App {
     let mut app = stack_app().await;
     let console = spawn_console(accepted).await;
