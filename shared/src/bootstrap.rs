@@ -185,14 +185,19 @@ where
     .await
 }
 
-/// Targets of the AWS SDK's HTTP layer. At TRACE level they print whole request and response
-/// bodies, which for DynamoDB include the sealed tokens and sandbox state, so their TRACE events
-/// are always dropped.
-const SDK_BODY_LOGGING_TARGETS: [&str; 2] = ["aws_smithy_runtime", "aws_smithy_runtime_api"];
+/// Crates whose TRACE events print whole payloads, so those events are always dropped. The AWS
+/// SDK's HTTP layer (`aws_smithy_runtime*`, 1.16 and 1.22) prints request and response bodies,
+/// which for DynamoDB include sealed tokens and sandbox state. `lambda_runtime` (1.5) prints the
+/// raw invocation event, which for `PUT /connections/deno` includes the plaintext token.
+const PAYLOAD_LOGGING_TARGETS: [&str; 3] = [
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "lambda_runtime",
+];
 
 /// Builds the log subscriber of every function. `filter` selects events and `json` picks Lambda's
-/// JSON format over plain text. The AWS SDK's TRACE events are dropped even when `filter` enables
-/// them (see [`SDK_BODY_LOGGING_TARGETS`]). Tests pass their own writer to inspect the output.
+/// JSON format over plain text. TRACE events of the crates in [`PAYLOAD_LOGGING_TARGETS`] are
+/// dropped even when `filter` enables them. Tests pass their own writer to inspect the output.
 pub fn log_subscriber<W>(
     filter: EnvFilter,
     json: bool,
@@ -201,15 +206,15 @@ pub fn log_subscriber<W>(
 where
     W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + Send + Sync + 'static,
 {
-    let drop_sdk_bodies = filter_fn(|metadata| {
-        let from_sdk_http = SDK_BODY_LOGGING_TARGETS.iter().any(|target| {
+    let drop_payloads = filter_fn(|metadata| {
+        let from_payload_logger = PAYLOAD_LOGGING_TARGETS.iter().any(|target| {
             metadata.target() == *target
                 || metadata
                     .target()
                     .strip_prefix(target)
                     .is_some_and(|rest| rest.starts_with("::"))
         });
-        !(from_sdk_http && *metadata.level() == tracing::Level::TRACE)
+        !(from_payload_logger && *metadata.level() == tracing::Level::TRACE)
     });
     let builder = tracing_subscriber::fmt()
         .with_target(false)
@@ -217,17 +222,16 @@ where
         .with_env_filter(filter)
         .with_writer(writer);
     if json {
-        Box::new(builder.json().finish().with(drop_sdk_bodies))
+        Box::new(builder.json().finish().with(drop_payloads))
     } else {
-        Box::new(builder.finish().with(drop_sdk_bodies))
+        Box::new(builder.finish().with(drop_payloads))
     }
 }
 
 /// Installs [`log_subscriber`] on stdout with the level and format Lambda's advanced logging
 /// controls set: `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else INFO; JSON when
 /// `AWS_LAMBDA_LOG_FORMAT` is `JSON`. These are the same rules as
-/// `lambda_runtime::tracing::init_default_subscriber`, which has no way to drop the SDK's body
-/// logging.
+/// `lambda_runtime::tracing::init_default_subscriber`, which has no way to drop payload logging.
 fn init_tracing() {
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .or_else(|_| std::env::var("RUST_LOG"))
@@ -243,5 +247,87 @@ fn init_tracing() {
         .is_err()
     {
         tracing::warn!("a log subscriber was already installed; keeping it");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
+        type Writer = Buffer;
+
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn log_subscriber_drops_payload_traces() {
+        let buffer = Buffer::default();
+        let subscriber = log_subscriber(EnvFilter::new("trace"), true, buffer.clone());
+
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::trace!(
+                target: "lambda_runtime::layers::api_response",
+                body = "raw-event-payload",
+                "raw JSON event received from Lambda"
+            );
+            tracing::trace!(
+                target: "aws_smithy_runtime::client::orchestrator::http",
+                response = "dynamodb-response-body",
+                "read HTTP response body"
+            );
+            tracing::debug!(target: "aws_smithy_runtime::client::orchestrator", "beginning attempt #1");
+            tracing::trace!(target: "aws_smithy_runtime_apis", "similar-prefix-kept");
+            tracing::trace!("own-trace-kept");
+        });
+
+        let logs = String::from_utf8_lossy(&buffer.0.lock().expect("lock")).to_string();
+        assert!(!logs.contains("raw-event-payload"), "{logs}");
+        assert!(!logs.contains("dynamodb-response-body"), "{logs}");
+        assert!(logs.contains("beginning attempt #1"), "{logs}");
+        assert!(logs.contains("similar-prefix-kept"), "{logs}");
+        assert!(logs.contains("own-trace-kept"), "{logs}");
+    }
+
+    #[test]
+    fn sdk_clients_use_standard_retries() {
+        let app = App::in_memory_for_tests(Vec::<String>::new());
+
+        let dynamodb_retry = app.dynamodb.config().retry_config().expect("retry config");
+        let kms_retry = app.kms.config().retry_config().expect("retry config");
+
+        assert_eq!(
+            dynamodb_retry.mode(),
+            aws_config::retry::RetryMode::Standard
+        );
+        assert_eq!(dynamodb_retry.max_attempts(), AWS_MAX_ATTEMPTS);
+        assert_eq!(kms_retry.max_attempts(), AWS_MAX_ATTEMPTS);
+        assert_eq!(
+            app.dynamodb
+                .config()
+                .timeout_config()
+                .and_then(|timeouts| timeouts.operation_timeout()),
+            Some(AWS_OPERATION_TIMEOUT)
+        );
     }
 }
