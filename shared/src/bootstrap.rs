@@ -122,8 +122,8 @@ impl App {
     }
 
     /// Builds an app for unit tests: in-memory stores, an in-process key provider, and a token
-    /// verifier accepting exactly `accepted_tokens`. The AWS clients point at an unroutable
-    /// local endpoint and are never called by the in-memory parts.
+    /// verifier accepting exactly `accepted_tokens`. The AWS clients point at a closed local
+    /// port (127.0.0.1:9), and the in-memory parts never call them.
     ///
     /// # Panics
     /// Never for the fixed configuration it uses.

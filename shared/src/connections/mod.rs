@@ -1,6 +1,9 @@
 //! The `deno_connection` function: `PUT`, `GET` and `DELETE /connections/deno` connect, show
 //! and remove the caller's Deno Deploy organization token.
 //!
+//! Request body: `{"context": {"org_id", "user_id", "session_id"}, "arguments": {"token":
+//! "ddo_…"}}` for `PUT`. `GET` and `DELETE` take the context only.
+//!
 //! Decision: `PUT` requires the organization's capability to be enabled, so no token is stored
 //! for an organization that cannot use it. `GET` and `DELETE` work regardless, so a user can
 //! always inspect and remove a token. `GET` reads only the non-secret hint and never opens the
