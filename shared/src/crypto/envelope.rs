@@ -317,6 +317,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn round_trip_across_sizes() {
+        let sealer = sealer();
+        let context = connection_context();
+
+        for size in [0usize, 1, 15, 16, 17, 255, 4096, 65_537] {
+            let plaintext: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let envelope = sealer.seal(&context, &plaintext).await.expect("seal");
+            let opened = sealer.open(&context, &envelope).await.expect("open");
+
+            assert_eq!(opened.expose(), plaintext.as_slice(), "size {size}");
+            let parts = EnvelopeParts::parse(envelope.as_bytes()).expect("parse");
+            assert_eq!(parts.ciphertext.len(), size + TAG_LENGTH, "size {size}");
+        }
+    }
+
+    #[tokio::test]
     async fn seal_twice_differs() {
         let sealer = sealer();
         let context = connection_context();
