@@ -79,8 +79,9 @@ pub async fn handle_http(app: &App, tool: Tool, request: Request) -> Response<Bo
     contract::respond(outcome)
 }
 
-async fn handle_body(_app: &App, tool: Tool, body: &[u8]) -> Result<Value, ToolError> {
-    let _request: ToolRequest<Value> = contract::decode_request(body)?;
+async fn handle_body(app: &App, tool: Tool, body: &[u8]) -> Result<Value, ToolError> {
+    let request: ToolRequest<Value> = contract::decode_request(body)?;
+    crate::capability::require_enabled(app, &request.context.org_id).await?;
     // TODO: the tool logic is not wired yet; every valid request gets this error until it is.
     Err(ToolError::new(
         ErrorCode::Internal,
