@@ -16,6 +16,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use crate::config::{Config, ConfigError};
 use crate::connections::{HttpTokenVerifier, StaticTokenVerifier, TokenVerifier};
 use crate::crypto::{EnvelopeSealer, KmsKeyProvider, LocalKeyProvider};
+use crate::deno::DenoClient;
 use crate::store::dynamo::{DynamoCapabilityStore, DynamoConnectionStore, DynamoSandboxStore};
 use crate::store::memory::{MemoryCapabilityStore, MemoryConnectionStore, MemorySandboxStore};
 use crate::store::{CapabilityStore, ConnectionStore, SandboxStore};
@@ -47,6 +48,8 @@ pub struct App {
     pub capabilities: Arc<dyn CapabilityStore>,
     /// Checks a token with the Deno Deploy console API before it is stored.
     pub token_verifier: Arc<dyn TokenVerifier>,
+    /// Client of Deno's sandbox and console APIs; holds the TLS and HTTP clients, no token.
+    pub deno: DenoClient,
 }
 
 impl App {
@@ -97,6 +100,8 @@ impl App {
 
         let token_verifier = HttpTokenVerifier::new(&config.deploy_endpoint)
             .expect("token_verifier: the HTTP client's TLS backend failed to initialize");
+        let deno = DenoClient::from_config(&config)
+            .expect("deno: the Deno client's endpoints or TLS backend failed to initialize");
         Self {
             sealer: EnvelopeSealer::new(Arc::new(KmsKeyProvider::new(
                 kms.clone(),
@@ -115,6 +120,7 @@ impl App {
                 &config.capabilities_table,
             )),
             token_verifier: Arc::new(token_verifier),
+            deno,
             kms,
             dynamodb,
             config,

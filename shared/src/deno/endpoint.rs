@@ -15,7 +15,9 @@ use super::error::DenoError;
 use crate::config::Config;
 
 /// A Deno Deploy sandbox region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Region {
     /// Chicago, the default region.

@@ -422,22 +422,9 @@ pub trait CapabilityStore: Send + Sync + std::fmt::Debug {
 }
 
 /// Prefix of the sort key of the item that claims a tool call id in the sandboxes table. Deno
-/// sandbox ids never contain `#`, and [`validate_sandbox_id`] rejects ids with this prefix.
+/// sandbox ids never contain `#`, and the tools accept only ids of Deno's shape
+/// (`crate::tools::arguments::validate_sandbox_id`), so no request can name such an item.
 pub const IDEMPOTENCY_SORT_KEY_PREFIX: &str = "idem#";
-
-/// Rejects a sandbox id that could collide with an idempotency item.
-///
-/// # Errors
-/// `invalid_argument` naming the value.
-pub fn validate_sandbox_id(sandbox_id: &str) -> Result<(), ToolError> {
-    crate::contract::validate_id("sandbox_id", sandbox_id)?;
-    if sandbox_id.starts_with(IDEMPOTENCY_SORT_KEY_PREFIX) {
-        return Err(ToolError::invalid_argument(format!(
-            "sandbox_id {sandbox_id:?} is not a Deno sandbox id; pass an id returned by deno_create_sandbox or deno_list_sandboxes"
-        )));
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {
@@ -493,14 +480,6 @@ mod tests {
             matches!(error, CryptoError::KeyRejected { .. }),
             "{error:?}"
         );
-    }
-
-    #[test]
-    fn sandbox_id_rejects_idempotency_prefix() {
-        let error = validate_sandbox_id("idem#call-1").expect_err("reserved prefix");
-        assert_eq!(error.code, ErrorCode::InvalidArgument);
-        assert!(error.message.contains("idem#call-1"), "{}", error.message);
-        assert!(validate_sandbox_id("sbx_ord_1234").is_ok());
     }
 
     #[test]

@@ -25,7 +25,10 @@ impl Default for CaptureLimits {
     /// 32 KiB head and 32 KiB tail per stream and for the combined output: at most 192 KiB kept
     /// per command whatever it prints.
     fn default() -> Self {
-        Self { head_bytes: 32 * 1024, tail_bytes: 32 * 1024 }
+        Self {
+            head_bytes: 32 * 1024,
+            tail_bytes: 32 * 1024,
+        }
     }
 }
 

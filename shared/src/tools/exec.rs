@@ -34,7 +34,10 @@ pub async fn execute(
             Some(cwd) => resolve_path(workspace, cwd),
             None => workspace.to_owned(),
         }),
-        stdin: arguments.stdin.as_ref().map(|text| text.as_bytes().to_vec()),
+        stdin: arguments
+            .stdin
+            .as_ref()
+            .map(|text| text.as_bytes().to_vec()),
     };
     let outcome = run_command(sandbox, options, deadline, CaptureLimits::default())
         .await
@@ -49,7 +52,11 @@ pub fn describe(outcome: &CommandOutcome, deadline: Duration, include_raw: bool)
     let combined = outcome.combined.render();
 
     let (exit_code, signal, oom) = match &outcome.status {
-        Some(status) => (json!(status.code), json!(status.signal), status.oom.is_some()),
+        Some(status) => (
+            json!(status.code),
+            json!(status.signal),
+            status.oom.is_some(),
+        ),
         None => (Value::Null, Value::Null, false),
     };
 
@@ -73,7 +80,9 @@ pub fn describe(outcome: &CommandOutcome, deadline: Duration, include_raw: bool)
         notes.push("the sandbox ran out of memory and the process was killed".to_owned());
     }
     if stdout.truncated || stderr.truncated {
-        notes.push("output was longer than the capture limit; the start and end are kept".to_owned());
+        notes.push(
+            "output was longer than the capture limit; the start and end are kept".to_owned(),
+        );
     }
 
     let mut result = json!({

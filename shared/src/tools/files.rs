@@ -27,7 +27,11 @@ pub const TEXT_PAYLOAD_BUDGET: usize = 5 * 1024 * 1024;
 ///
 /// # Errors
 /// [`ToolError`] for a directory path or a failure of the connection.
-pub async fn read_window(sandbox: &Sandbox, path: &str, arguments: &ReadFileArguments) -> Result<Value, ToolError> {
+pub async fn read_window(
+    sandbox: &Sandbox,
+    path: &str,
+    arguments: &ReadFileArguments,
+) -> Result<Value, ToolError> {
     let info = match sandbox.stat(path).await {
         Ok(info) => info,
         Err(error) if is_not_found(&error) => {
@@ -117,7 +121,9 @@ fn encode_window(window: &[u8], encoding: ReadEncoding) -> (String, &'static str
     let text_end = if cut_at_end { valid_len } else { window.len() };
     match encoding {
         ReadEncoding::Base64 => (BASE64.encode(window), "base64", window.len(), false),
-        ReadEncoding::Auto if (valid_len == window.len() || cut_at_end) && !window[..valid_len].contains(&0) => {
+        ReadEncoding::Auto
+            if (valid_len == window.len() || cut_at_end) && !window[..valid_len].contains(&0) =>
+        {
             let text = std::str::from_utf8(&window[..valid_len]).unwrap_or_default();
             let kept = prefix_within_budget(text, TEXT_PAYLOAD_BUDGET);
             (text[..kept].to_owned(), "utf-8", kept, false)
@@ -175,8 +181,14 @@ pub async fn write(
     }
     let options = match arguments.mode {
         WriteMode::Overwrite => WriteOptions::default(),
-        WriteMode::Append => WriteOptions { append: true, ..WriteOptions::default() },
-        WriteMode::CreateNew => WriteOptions { create_new: true, ..WriteOptions::default() },
+        WriteMode::Append => WriteOptions {
+            append: true,
+            ..WriteOptions::default()
+        },
+        WriteMode::CreateNew => WriteOptions {
+            create_new: true,
+            ..WriteOptions::default()
+        },
     };
     sandbox.write_file(path, content, options).await.map_err(|error| {
         if has_code(&error, "EEXIST") {

@@ -1,19 +1,34 @@
-//! The six agent tools: argument decoding, dispatch and the one log line per invocation.
+//! The six agent tools and session cleanup: decoding, dispatch and the one log line per
+//! invocation. Each tool's logic lives in its own module.
+//!
+//! Layout:
+//! - [`arguments`]: argument types and their validation.
+//! - [`access`]: capability, token and ownership checks shared by every tool.
+//! - [`create`], [`exec`], [`files`], [`manage`]: the tools.
+//! - [`command`]: running one command with a deadline and bounded capture.
+//! - [`display`]: cleaning output for display and sizing responses.
+//! - [`errors`]: Deno client failures as contract errors.
 
 use std::time::Instant;
 
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::bootstrap::App;
-use crate::contract::{self, ErrorCode, ToolError, ToolRequest};
+use crate::contract::{self, CallContext, ToolError, ToolRequest};
 
+pub mod access;
 pub mod arguments;
 pub mod command;
+pub mod create;
 pub mod display;
 pub mod errors;
 pub mod exec;
 pub mod files;
+pub mod manage;
 
 /// An agent tool; each is its own Lambda function whose binary carries [`Tool::name`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,35 +71,205 @@ impl Tool {
     }
 }
 
+/// Formats a time as RFC 3339, the form every result uses.
+pub fn format_time(time: OffsetDateTime) -> String {
+    time.format(&Rfc3339).unwrap_or_default()
+}
+
 /// Handles one API Gateway request for `tool` and always returns a contract response.
 pub async fn handle_http(app: &App, tool: Tool, request: Request) -> Response<Body> {
     let started = Instant::now();
-    let outcome = handle_body(app, tool, request.body().as_ref()).await;
+    let (sandbox_id, outcome) = handle_body(app, tool, request.body().as_ref()).await;
+    log_outcome(tool.name(), sandbox_id.as_deref(), &outcome, started);
+    contract::respond(outcome)
+}
+
+/// Writes the one log line of an invocation: tool, sandbox id, outcome and duration, and for a
+/// failure its internal cause. Never arguments, tokens, commands, contents or output.
+pub fn log_outcome(
+    tool: &str,
+    sandbox_id: Option<&str>,
+    outcome: &Result<Value, ToolError>,
+    started: Instant,
+) {
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    match &outcome {
+    match outcome {
         Ok(_) => tracing::info!(
-            tool = tool.name(),
+            tool,
+            sandbox_id,
             outcome = "success",
             elapsed_ms,
             "tool call"
         ),
         Err(error) => tracing::info!(
-            tool = tool.name(),
+            tool,
+            sandbox_id,
             outcome = error.code.as_str(),
             elapsed_ms,
             cause = error.source.as_ref().map(|cause| cause.to_string()),
             "tool call"
         ),
     }
+}
+
+fn decode<A: DeserializeOwned>(body: &[u8]) -> Result<ToolRequest<A>, ToolError> {
+    contract::decode_request(body)
+}
+
+/// Decodes the body for `tool` and runs it; returns the sandbox id named by the call, for the
+/// log line, with the outcome.
+async fn handle_body(
+    app: &App,
+    tool: Tool,
+    body: &[u8],
+) -> (Option<String>, Result<Value, ToolError>) {
+    match tool {
+        Tool::CreateSandbox => match decode::<arguments::CreateSandboxArguments>(body) {
+            Ok(request) => {
+                let outcome =
+                    create::create_sandbox(app, &request.context, request.arguments).await;
+                let sandbox_id = outcome
+                    .as_ref()
+                    .ok()
+                    .and_then(|result| result["sandbox_id"].as_str().map(str::to_owned));
+                (sandbox_id, outcome)
+            }
+            Err(error) => (None, Err(error)),
+        },
+        Tool::Exec => match decode::<arguments::ExecArguments>(body) {
+            Ok(request) => {
+                let id = request.arguments.sandbox_id.clone();
+                (
+                    Some(id),
+                    run_exec(app, &request.context, &request.arguments).await,
+                )
+            }
+            Err(error) => (None, Err(error)),
+        },
+        Tool::ReadFile => match decode::<arguments::ReadFileArguments>(body) {
+            Ok(request) => {
+                let id = request.arguments.sandbox_id.clone();
+                (
+                    Some(id),
+                    run_read(app, &request.context, &request.arguments).await,
+                )
+            }
+            Err(error) => (None, Err(error)),
+        },
+        Tool::WriteFile => match decode::<arguments::WriteFileArguments>(body) {
+            Ok(request) => {
+                let id = request.arguments.sandbox_id.clone();
+                (
+                    Some(id),
+                    run_write(app, &request.context, &request.arguments).await,
+                )
+            }
+            Err(error) => (None, Err(error)),
+        },
+        Tool::ListSandboxes => match decode::<arguments::ListSandboxesArguments>(body) {
+            Ok(request) => (
+                None,
+                manage::list_sandboxes(app, &request.context, request.arguments).await,
+            ),
+            Err(error) => (None, Err(error)),
+        },
+        Tool::ManageSandbox => match decode::<arguments::ManageSandboxArguments>(body) {
+            Ok(request) => {
+                let id = request.arguments.sandbox_id.clone();
+                (
+                    Some(id),
+                    manage::manage_sandbox(app, &request.context, request.arguments).await,
+                )
+            }
+            Err(error) => (None, Err(error)),
+        },
+    }
+}
+
+async fn run_exec(
+    app: &App,
+    context: &CallContext,
+    arguments: &arguments::ExecArguments,
+) -> Result<Value, ToolError> {
+    let deadline = arguments.validate(&app.config)?;
+    let sandbox_id = arguments::validate_sandbox_id(&arguments.sandbox_id)?;
+    let (token, owned) = access::authorize_with_sandbox(app, context, &sandbox_id).await?;
+    access::require_running(&owned, OffsetDateTime::now_utc())?;
+    let sandbox = access::connect(&app.deno, &token, &sandbox_id).await?;
+    drop(token);
+    let result = exec::execute(&sandbox, arguments, deadline, &owned.state.workspace_path).await;
+    sandbox.close().await;
+    result
+}
+
+async fn run_read(
+    app: &App,
+    context: &CallContext,
+    arguments: &arguments::ReadFileArguments,
+) -> Result<Value, ToolError> {
+    arguments.validate(files::MAX_READ_WINDOW)?;
+    let sandbox_id = arguments::validate_sandbox_id(&arguments.sandbox_id)?;
+    let (token, owned) = access::authorize_with_sandbox(app, context, &sandbox_id).await?;
+    access::require_running(&owned, OffsetDateTime::now_utc())?;
+    let path = arguments::resolve_path(&owned.state.workspace_path, &arguments.path);
+    let sandbox = access::connect(&app.deno, &token, &sandbox_id).await?;
+    drop(token);
+    let result = files::read_window(&sandbox, &path, arguments).await;
+    sandbox.close().await;
+    result
+}
+
+async fn run_write(
+    app: &App,
+    context: &CallContext,
+    arguments: &arguments::WriteFileArguments,
+) -> Result<Value, ToolError> {
+    let content = arguments.validate()?;
+    let sandbox_id = arguments::validate_sandbox_id(&arguments.sandbox_id)?;
+    let (token, owned) = access::authorize_with_sandbox(app, context, &sandbox_id).await?;
+    access::require_running(&owned, OffsetDateTime::now_utc())?;
+    let path = arguments::resolve_path(&owned.state.workspace_path, &arguments.path);
+    let sandbox = access::connect(&app.deno, &token, &sandbox_id).await?;
+    drop(token);
+    let result = files::write(&sandbox, &path, &content, arguments).await;
+    sandbox.close().await;
+    result
+}
+
+/// Handles `DELETE /sessions/{session_id}/sandboxes`: deletes every sandbox of the session.
+pub async fn handle_session_cleanup(app: &App, request: Request) -> Response<Body> {
+    let started = Instant::now();
+    let path_session = session_from_path(&request);
+    let outcome = match (
+        decode::<serde_json::Map<String, Value>>(request.body().as_ref()),
+        path_session,
+    ) {
+        (Err(error), _) => Err(error),
+        (Ok(_), None) => Err(ToolError::invalid_argument(
+            "the path has no session id; call DELETE /sessions/{session_id}/sandboxes",
+        )),
+        (Ok(decoded), Some(session_id)) => {
+            if !decoded.arguments.is_empty() {
+                Err(ToolError::invalid_argument(
+                    "session cleanup takes no arguments; send {} or omit them",
+                ))
+            } else {
+                manage::cleanup_session(app, &decoded.context, &session_id).await
+            }
+        }
+    };
+    log_outcome("deno_session_cleanup", None, &outcome, started);
     contract::respond(outcome)
 }
 
-async fn handle_body(app: &App, tool: Tool, body: &[u8]) -> Result<Value, ToolError> {
-    let request: ToolRequest<Value> = contract::decode_request(body)?;
-    crate::capability::require_enabled(app, &request.context.org_id).await?;
-    // TODO: the tool logic is not wired yet; every valid request gets this error until it is.
-    Err(ToolError::new(
-        ErrorCode::Internal,
-        format!("{} is not available in this build", tool.name()),
-    ))
+/// Reads the session id from the route's path parameter, or from the raw path when the event
+/// has none (function URLs and `cargo lambda watch` carry no path parameters).
+fn session_from_path(request: &Request) -> Option<String> {
+    if let Some(id) = request.path_parameters().first("session_id") {
+        return Some(id.to_owned());
+    }
+    let path = request.uri().path();
+    let rest = &path[path.find("/sessions/")? + "/sessions/".len()..];
+    let (id, tail) = rest.split_once('/')?;
+    (tail == "sandboxes" && !id.is_empty()).then(|| id.to_owned())
 }
