@@ -5,8 +5,7 @@
 //! cgroup, dropped capabilities and `no_new_privs`, so nothing needs to enter namespaces later.
 //!
 //! Requests (`id` is the server's correlation number):
-//! `{"id","op":"fs","method","params"}`, `{"id","op":"spawn",...}`, `{"id","op":"kill","pid","signal"}`,
-//! `{"id","op":"ping"}`, and without reply `{"op":"stdin","pid","data"}` / `{"op":"stdinEnd","pid"}`.
+//! `{"id","op":"fs","method","params"}`, `{"id","op":"spawn",...}`, `{"id","op":"ping"}`, and without reply `{"op":"stdin","pid","data"}` / `{"op":"stdinEnd","pid"}`.
 //! Replies: `{"id","result":{...}}` or `{"id","invalid":"<message>"}`. Events:
 //! `{"event":"data","pid","fd","data"}`, `{"event":"eof","pid","fd"}`, `{"event":"exit","pid","code","signal"}`.
 
@@ -22,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::{errors, fsops, signals};
+use crate::{errors, fsops};
 
 /// Largest chunk of process output carried by one event, matching the 64 KiB stream chunks.
 const CHUNK: usize = 64 * 1024;
@@ -45,8 +44,6 @@ struct Agent {
     handles: fsops::Handles,
     /// Stdin writers of live processes that were spawned with a stdin stream.
     stdin: Mutex<HashMap<u32, mpsc::UnboundedSender<Option<Vec<u8>>>>>,
-    /// Pids of processes that have not been reaped yet.
-    live: Mutex<std::collections::HashSet<u32>>,
 }
 
 /// Runs the agent until stdin closes; returns the process exit code.
@@ -54,6 +51,7 @@ pub fn run() -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(4)
+        .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
         .build()
     {
         Ok(runtime) => runtime,
@@ -67,6 +65,15 @@ pub fn run() -> i32 {
 }
 
 async fn serve() {
+    // Start the file-system threads now and keep them: under the sandbox's pids limit a fork bomb
+    // could otherwise stop the agent from creating a thread when the first file call arrives.
+    let warm: Vec<_> = (0..2)
+        .map(|_| tokio::task::spawn_blocking(|| std::thread::sleep(std::time::Duration::from_millis(5))))
+        .collect();
+    for thread in warm {
+        let _ = thread.await;
+    }
+
     let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
@@ -87,7 +94,6 @@ async fn serve() {
         out,
         handles: fsops::Handles::default(),
         stdin: Mutex::new(HashMap::new()),
-        live: Mutex::new(std::collections::HashSet::new()),
     });
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -144,13 +150,6 @@ fn handle(agent: &Arc<Agent>, mut request: Value) {
                 }
             }
         }
-        "kill" => {
-            let agent = Arc::clone(agent);
-            tokio::spawn(async move {
-                let result = kill(&agent, &request).await;
-                agent.reply(id, result);
-            });
-        }
         _ => agent.send(json!({ "id": id, "invalid": format!("unknown op {op}") })),
     }
 }
@@ -186,9 +185,6 @@ fn spawn_process(agent: &Arc<Agent>, spawn: SpawnRequest) -> Value {
     let Some(pid) = child.id() else {
         return json!({ "error": errors::serialized("Error", None, "process exited during spawn") });
     };
-    if let Ok(mut live) = agent.live.lock() {
-        live.insert(pid);
-    }
 
     // The reply is queued before any event of this pid, because the caller sends it right after
     // this function returns and the reader tasks below only run once the caller yields.
@@ -214,9 +210,6 @@ fn spawn_process(agent: &Arc<Agent>, spawn: SpawnRequest) -> Value {
     let waiter = Arc::clone(agent);
     tokio::spawn(async move {
         let status = child.wait().await;
-        if let Ok(mut live) = waiter.live.lock() {
-            live.remove(&pid);
-        }
         if let Ok(mut writers) = waiter.stdin.lock() {
             writers.remove(&pid);
         }
@@ -243,33 +236,4 @@ async fn pump(agent: Arc<Agent>, pid: u32, fd: u8, mut source: impl tokio::io::A
         }
     }
     agent.send(json!({ "event": "eof", "pid": pid, "fd": fd }));
-}
-
-async fn kill(agent: &Agent, request: &Value) -> Value {
-    let pid = request["pid"].as_u64().unwrap_or(0);
-    let name = request["signal"].as_str().unwrap_or("SIGTERM");
-    let Some(number) = signals::number(name) else {
-        return json!({ "error": errors::serialized("TypeError", None, &format!("unknown signal {name}")) });
-    };
-    let alive = u32::try_from(pid)
-        .ok()
-        .is_some_and(|pid| agent.live.lock().is_ok_and(|live| live.contains(&pid)));
-    if !alive {
-        return json!({ "error": errors::process_not_found(pid) });
-    }
-
-    // The agent has no signal syscall without unsafe code, so it runs procps `kill`.
-    let status = tokio::process::Command::new("/usr/bin/kill")
-        .arg(format!("-{number}"))
-        .arg(pid.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
-    match status {
-        Ok(status) if status.success() => json!({ "ok": Value::Null }),
-        Ok(_) => json!({ "error": errors::process_not_found(pid) }),
-        Err(error) => json!({ "error": errors::from_io(&error, "kill", &pid.to_string()) }),
-    }
 }

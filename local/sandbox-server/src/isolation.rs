@@ -210,6 +210,21 @@ impl Cgroup {
         }
     }
 
+    /// Finds the host pid of the sandbox process whose pid inside the sandbox is `inner_pid`, by
+    /// reading the innermost `NSpid` entry of every process in the cgroup.
+    pub fn host_pid(&self, inner_pid: u64) -> Option<u64> {
+        let procs = std::fs::read_to_string(self.pids_dir().join("cgroup.procs")).ok()?;
+        procs.lines().filter_map(|line| line.trim().parse::<u64>().ok()).find(|host_pid| {
+            let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap_or_default();
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("NSpid:"))
+                .and_then(|pids| pids.split_whitespace().last())
+                .and_then(|pid| pid.parse::<u64>().ok())
+                == Some(inner_pid)
+        })
+    }
+
     /// Returns how many processes the kernel OOM killer has killed in this sandbox so far.
     pub fn oom_kills(&self) -> u64 {
         let file = match self.version {
@@ -376,6 +391,7 @@ fn bwrap_args(config: &Config, dirs: &SandboxDirs, agent_binary: &Path, isolate_
     push(&["--proc", "/proc", "--dev", "/dev"]);
     push(&["--bind", &dirs.workspace.to_string_lossy(), home]);
     push(&["--bind", &dirs.tmp.to_string_lossy(), "/tmp"]);
-    push(&["--chdir", home]);
+    // The root tmpfs (with /etc and mount points) becomes read-only; the binds above stay writable.
+    push(&["--remount-ro", "/", "--chdir", home]);
     args
 }

@@ -81,6 +81,10 @@ async fn run() -> Result<(), String> {
                 continue;
             }
         };
+        // Small JSON-RPC frames would otherwise wait for delayed ACKs (about 40 ms each).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(error = %error, "failed to set TCP_NODELAY");
+        }
         let registry = Arc::clone(&registry);
         tokio::spawn(async move {
             let service = service_fn(move |request| http::handle(request, Arc::clone(&registry)));

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::errors;
+use crate::{errors, signals};
 use crate::fsops::{is_fs_method, strip_nulls};
 use crate::sandbox::{AgentReply, Chunk, OutputSinks, Sandbox, SandboxGone, wait_stopped};
 
@@ -534,12 +534,13 @@ impl Connection {
         if !self.sandbox.is_running(p.pid) {
             return error(errors::process_not_found(p.pid));
         }
-        let signal = p.signal.unwrap_or_else(|| "SIGTERM".to_string());
-        let request = json!({ "op": "kill", "pid": p.pid, "signal": signal });
-        match self.sandbox.call(request, None).await {
-            Ok(AgentReply::Result(result)) => Reply::Result(result),
-            Ok(AgentReply::Invalid(message)) => invalid_params(&message),
-            Err(SandboxGone) => gone(),
+        let name = p.signal.unwrap_or_else(|| "SIGTERM".to_string());
+        let Some(number) = signals::number(&name) else {
+            return error(errors::serialized("TypeError", None, &format!("Unknown signal {name}")));
+        };
+        match self.sandbox.signal(p.pid, number).await {
+            Ok(()) => ok(Value::Null),
+            Err(failure) => error(failure),
         }
     }
 }

@@ -494,6 +494,28 @@ impl Sandbox {
             .unwrap_or(false)
     }
 
+    /// Sends signal `number` to process `pid` from the host, so it works even when the sandbox has
+    /// exhausted its pids limit. Returns the serialized error when the process is gone.
+    pub async fn signal(&self, pid: u64, number: i32) -> Result<(), Value> {
+        let Some(host_pid) = self.cgroup.host_pid(pid) else {
+            return Err(crate::errors::process_not_found(pid));
+        };
+        // The server has no signal syscall without unsafe code, so it runs procps `kill`.
+        let status = tokio::process::Command::new("/usr/bin/kill")
+            .arg(format!("-{number}"))
+            .arg(host_pid.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+        match status {
+            Ok(status) if status.success() => Ok(()),
+            Ok(_) => Err(crate::errors::process_not_found(pid)),
+            Err(error) => Err(crate::errors::from_io(&error, "kill", &pid.to_string())),
+        }
+    }
+
     /// Current stop time, `None` for a session sandbox that was never extended.
     pub fn stop_at_ms(&self) -> Option<i64> {
         self.stop_at_ms.lock().ok().and_then(|stop| *stop)
