@@ -296,7 +296,7 @@ fn dispatch(handles: &Handles, method: &str, params: Value) -> MethodResult {
         }
         "rename" => {
             let p: RenameParams = parse(params)?;
-            io(fs::rename(&p.old_path, &p.new_path), "rename", &p.old_path).map(|()| Value::Null)
+            io(rename(&p.old_path, &p.new_path), "rename", &p.old_path).map(|()| Value::Null)
         }
         "realPath" => {
             let p: PathParams = parse(params)?;
@@ -455,6 +455,19 @@ fn write_file(path: &str, content: &[u8], options: WriteOptions) -> Result<(), V
         )?;
     }
     io(file.write_all(content), "write", path)
+}
+
+/// Renames like rename(2), but moves regular files by copy and delete across mounts, because the
+/// workspace and /tmp are separate bind mounts here while they share one file system on Deno.
+fn rename(from: &str, to: &str) -> std::io::Result<()> {
+    const EXDEV: i32 = 18;
+    match fs::rename(from, to) {
+        Err(error) if error.raw_os_error() == Some(EXDEV) && fs::symlink_metadata(from)?.is_file() => {
+            fs::copy(from, to)?;
+            fs::remove_file(from)
+        }
+        other => other,
+    }
 }
 
 fn read_dir(path: &str) -> Result<Value, Value> {
