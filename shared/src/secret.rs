@@ -50,6 +50,9 @@ mod tests {
 
     #[test]
     fn hint_keeps_prefix_and_last_four() {
-        assert_eq!(DenoToken::new("ddo_supersecretvalue1234").hint(), "ddo_…1234");
+        assert_eq!(
+            DenoToken::new("ddo_supersecretvalue1234").hint(),
+            "ddo_…1234"
+        );
     }
 }

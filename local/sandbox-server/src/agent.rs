@@ -68,7 +68,9 @@ async fn serve() {
     // Start the file-system threads now and keep them: under the sandbox's pids limit a fork bomb
     // could otherwise stop the agent from creating a thread when the first file call arrives.
     let warm: Vec<_> = (0..2)
-        .map(|_| tokio::task::spawn_blocking(|| std::thread::sleep(std::time::Duration::from_millis(5))))
+        .map(|_| {
+            tokio::task::spawn_blocking(|| std::thread::sleep(std::time::Duration::from_millis(5)))
+        })
         .collect();
     for thread in warm {
         let _ = thread.await;
@@ -119,7 +121,9 @@ fn handle(agent: &Arc<Agent>, mut request: Value) {
             tokio::task::spawn_blocking(move || {
                 match fsops::call(&agent.handles, &method, params) {
                     fsops::Outcome::Result(result) => agent.reply(id, result),
-                    fsops::Outcome::InvalidParams(message) => agent.send(json!({ "id": id, "invalid": message })),
+                    fsops::Outcome::InvalidParams(message) => {
+                        agent.send(json!({ "id": id, "invalid": message }))
+                    }
                 }
             });
         }
@@ -131,7 +135,9 @@ fn handle(agent: &Arc<Agent>, mut request: Value) {
             Err(error) => agent.send(json!({ "id": id, "invalid": error.to_string() })),
         },
         "stdin" | "stdinEnd" => {
-            let pid = request["pid"].as_u64().and_then(|pid| u32::try_from(pid).ok());
+            let pid = request["pid"]
+                .as_u64()
+                .and_then(|pid| u32::try_from(pid).ok());
             let data = if op == "stdin" {
                 request["data"]
                     .as_str()
@@ -170,9 +176,21 @@ fn spawn_process(agent: &Arc<Agent>, spawn: SpawnRequest) -> Value {
         .args(&spawn.args)
         .env_clear()
         .envs(&spawn.env)
-        .stdin(if spawn.stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(if spawn.stdout { Stdio::piped() } else { Stdio::null() })
-        .stderr(if spawn.stderr { Stdio::piped() } else { Stdio::null() });
+        .stdin(if spawn.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(if spawn.stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(if spawn.stderr {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
     if let Some(cwd) = &spawn.cwd {
         command.current_dir(cwd);
     }

@@ -85,7 +85,9 @@ impl Config {
             .unwrap_or_else(|| std::env::temp_dir().join("deno-sandbox-local"));
         let workspace_path =
             lookup("DENO_LOCAL_WORKSPACE_PATH").unwrap_or_else(|| "/home/app".to_string());
-        if !workspace_path.starts_with('/') || workspace_path == "/" || workspace_path.contains("..")
+        if !workspace_path.starts_with('/')
+            || workspace_path == "/"
+            || workspace_path.contains("..")
         {
             return Err(ConfigError::Invalid {
                 name: "DENO_LOCAL_WORKSPACE_PATH",
@@ -145,10 +147,11 @@ fn parse_or<T: std::str::FromStr>(
 ) -> Result<T, ConfigError> {
     match lookup(name) {
         None => Ok(default),
-        Some(value) => value
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError::Invalid { name, value, reason }),
+        Some(value) => value.trim().parse().map_err(|_| ConfigError::Invalid {
+            name,
+            value,
+            reason,
+        }),
     }
 }
 
@@ -160,6 +163,7 @@ fn find_on_path(lookup: &impl Fn(&str) -> Option<String>, program: &str) -> Opti
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -37,16 +37,16 @@ pub fn from_io(error: &std::io::Error, op: &str, path: &str) -> Value {
 
 /// The error both SDKs expect for an unknown or exited process.
 pub fn process_not_found(pid: u64) -> Value {
-    serialized("TypeError", Some("ENOENT"), &format!("process {pid} not found"))
+    serialized(
+        "TypeError",
+        Some("ENOENT"),
+        &format!("process {pid} not found"),
+    )
 }
 
 /// The error an operation cancelled through `abort` finishes with.
 pub fn aborted() -> Value {
-    let mut error = serialized(
-        "DOMException",
-        None,
-        "The signal has been aborted",
-    );
+    let mut error = serialized("DOMException", None, "The signal has been aborted");
     error["name"] = json!("AbortError");
     error
 }
@@ -86,6 +86,7 @@ fn errno_name(errno: i32) -> &'static str {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -313,8 +313,12 @@ fn dispatch(handles: &Handles, method: &str, params: Value) -> MethodResult {
         }
         "symlink" => {
             let p: SymlinkParams = parse(params)?;
-            io(std::os::unix::fs::symlink(&p.target, &p.path), "symlink", &p.path)
-                .map(|()| Value::Null)
+            io(
+                std::os::unix::fs::symlink(&p.target, &p.path),
+                "symlink",
+                &p.path,
+            )
+            .map(|()| Value::Null)
         }
         "readLink" => {
             let p: PathParams = parse(params)?;
@@ -462,7 +466,9 @@ fn write_file(path: &str, content: &[u8], options: WriteOptions) -> Result<(), V
 fn rename(from: &str, to: &str) -> std::io::Result<()> {
     const EXDEV: i32 = 18;
     match fs::rename(from, to) {
-        Err(error) if error.raw_os_error() == Some(EXDEV) && fs::symlink_metadata(from)?.is_file() => {
+        Err(error)
+            if error.raw_os_error() == Some(EXDEV) && fs::symlink_metadata(from)?.is_file() =>
+        {
             fs::copy(from, to)?;
             fs::remove_file(from)
         }
@@ -581,7 +587,11 @@ fn with_handle(
 }
 
 fn bad_resource(id: u64) -> Value {
-    errors::serialized("BadResource", None, &format!("file handle {id} is not open"))
+    errors::serialized(
+        "BadResource",
+        None,
+        &format!("file handle {id} is not open"),
+    )
 }
 
 /// Builds a FileInfo object: all 21 keys, dates as ISO strings (birthtime falls back to ctime).
@@ -639,6 +649,7 @@ pub fn iso(seconds: i64, nanos: i64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -30,7 +30,10 @@ const MAX_BODY: usize = 64 * 1024;
 type HttpResponse = Response<Full<Bytes>>;
 
 /// Routes one request; never fails, errors become JSON `{code, message}` responses.
-pub async fn handle(request: Request<Incoming>, registry: Arc<Registry>) -> Result<HttpResponse, Infallible> {
+pub async fn handle(
+    request: Request<Incoming>,
+    registry: Arc<Registry>,
+) -> Result<HttpResponse, Infallible> {
     let trace_id = trace_id();
     let mut response = route(request, &registry).await;
     if let Ok(value) = HeaderValue::from_str(&trace_id) {
@@ -45,7 +48,10 @@ async fn route(request: Request<Incoming>, registry: &Arc<Registry>) -> HttpResp
     let method = request.method().clone();
 
     if method == Method::GET && (path == "/" || path == "/health") {
-        return json_response(StatusCode::OK, &json!({ "status": "ok", "sandboxes": registry.running_count() }));
+        return json_response(
+            StatusCode::OK,
+            &json!({ "status": "ok", "sandboxes": registry.running_count() }),
+        );
     }
     let Some(owner) = authenticate(&request, registry) else {
         return error_response(
@@ -56,7 +62,9 @@ async fn route(request: Request<Incoming>, registry: &Arc<Registry>) -> HttpResp
     };
 
     match (method, segments.as_slice()) {
-        (Method::GET, ["api", "v3", "sandboxes", "create"]) => create(request, registry, owner).await,
+        (Method::GET, ["api", "v3", "sandboxes", "create"]) => {
+            create(request, registry, owner).await
+        }
         (Method::GET, ["api", "v3", "sandbox", id, "connect"]) => {
             let id = id.to_string();
             connect(request, registry, owner, &id)
@@ -74,7 +82,11 @@ async fn route(request: Request<Incoming>, registry: &Arc<Registry>) -> HttpResp
         }
         (Method::GET, ["api", "v2" | "v3", "sandboxes"]) => {
             let filter = label_filter(request.uri().query().unwrap_or_default());
-            let rows: Vec<Value> = registry.list(owner, &filter).iter().map(|row| row.to_json()).collect();
+            let rows: Vec<Value> = registry
+                .list(owner, &filter)
+                .iter()
+                .map(|row| row.to_json())
+                .collect();
             json_response(StatusCode::OK, &Value::Array(rows))
         }
         (Method::POST, ["api", "v3", "sandbox", _, "expose", _]) => error_response(
@@ -82,12 +94,20 @@ async fn route(request: Request<Incoming>, registry: &Arc<Registry>) -> HttpResp
             "NOT_SUPPORTED",
             "The local sandbox server does not expose sandbox ports, SSH or VS Code",
         ),
-        _ => error_response(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("No route for {path}")),
+        _ => error_response(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("No route for {path}"),
+        ),
     }
 }
 
 fn authenticate(request: &Request<Incoming>, registry: &Registry) -> Option<usize> {
-    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let token = value.strip_prefix("Bearer ")?.trim();
     // Compare against every token in constant time, so timing does not reveal a prefix match.
     let mut found = None;
@@ -99,28 +119,58 @@ fn authenticate(request: &Request<Incoming>, registry: &Registry) -> Option<usiz
     found
 }
 
-async fn create(request: Request<Incoming>, registry: &Arc<Registry>, owner: usize) -> HttpResponse {
-    let options = match request.headers().get(CONFIG_HEADER).map(|value| decode_config(value.as_bytes())) {
-        None => CreateOptions { memory_mb: DEFAULT_MEMORY_MB, ..CreateOptions::default() },
+async fn create(
+    request: Request<Incoming>,
+    registry: &Arc<Registry>,
+    owner: usize,
+) -> HttpResponse {
+    let options = match request
+        .headers()
+        .get(CONFIG_HEADER)
+        .map(|value| decode_config(value.as_bytes()))
+    {
+        None => CreateOptions {
+            memory_mb: DEFAULT_MEMORY_MB,
+            ..CreateOptions::default()
+        },
         Some(Ok(options)) => options,
-        Some(Err(message)) => return error_response(StatusCode::BAD_REQUEST, "INVALID_CONFIG", &message),
+        Some(Err(message)) => {
+            return error_response(StatusCode::BAD_REQUEST, "INVALID_CONFIG", &message);
+        }
     };
     let Some(accept) = websocket_accept(&request) else {
-        return error_response(StatusCode::BAD_REQUEST, "UPGRADE_REQUIRED", "Expected a WebSocket upgrade");
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "UPGRADE_REQUIRED",
+            "Expected a WebSocket upgrade",
+        );
     };
     let sandbox = match registry.create(options, owner).await {
         Ok(sandbox) => sandbox,
         Err(failure) => {
             tracing::error!(error = %failure, "sandbox creation failed");
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "SANDBOX_CREATE_FAILED", "Failed to create the sandbox");
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "SANDBOX_CREATE_FAILED",
+                "Failed to create the sandbox",
+            );
         }
     };
     upgrade(request, accept, sandbox, true)
 }
 
-fn connect(request: Request<Incoming>, registry: &Arc<Registry>, owner: usize, id: &str) -> HttpResponse {
+fn connect(
+    request: Request<Incoming>,
+    registry: &Arc<Registry>,
+    owner: usize,
+    id: &str,
+) -> HttpResponse {
     let Some(accept) = websocket_accept(&request) else {
-        return error_response(StatusCode::BAD_REQUEST, "UPGRADE_REQUIRED", "Expected a WebSocket upgrade");
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "UPGRADE_REQUIRED",
+            "Expected a WebSocket upgrade",
+        );
     };
     let Some(sandbox) = registry.get(id, owner) else {
         return not_found(id);
@@ -139,7 +189,9 @@ fn upgrade(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+                let socket =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
                 rpc::serve(socket, sandbox, creator).await;
             }
             Err(error) => {
@@ -175,19 +227,37 @@ fn websocket_accept(request: &Request<Incoming>) -> Option<String> {
     Some(derive_accept_key(key.as_bytes()))
 }
 
-async fn extend(request: Request<Incoming>, registry: &Arc<Registry>, owner: usize, id: &str) -> HttpResponse {
+async fn extend(
+    request: Request<Incoming>,
+    registry: &Arc<Registry>,
+    owner: usize,
+    id: &str,
+) -> HttpResponse {
     let Some(sandbox) = registry.get(id, owner) else {
         return not_found(id);
     };
-    let body = match http_body_util::Limited::new(request.into_body(), MAX_BODY).collect().await {
+    let body = match http_body_util::Limited::new(request.into_body(), MAX_BODY)
+        .collect()
+        .await
+    {
         Ok(body) => body.to_bytes(),
-        Err(_) => return error_response(StatusCode::BAD_REQUEST, "INVALID_BODY", "Failed to read the request body"),
+        Err(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "INVALID_BODY",
+                "Failed to read the request body",
+            );
+        }
     };
     let requested = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|value| value["stop_at_ms"].as_i64());
     let Some(requested) = requested else {
-        return error_response(StatusCode::BAD_REQUEST, "INVALID_BODY", "Expected a JSON body with an integer stop_at_ms");
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "INVALID_BODY",
+            "Expected a JSON body with an integer stop_at_ms",
+        );
     };
     let granted = sandbox.extend(requested);
     json_response(StatusCode::OK, &json!({ "stop_at_ms": granted }))
@@ -199,8 +269,10 @@ fn decode_config(header: &[u8]) -> Result<CreateOptions, String> {
     let bytes = BASE64
         .decode(header)
         .map_err(|_| "x-deno-sandbox-config is not valid base64".to_string())?;
-    let text = String::from_utf8(bytes.clone()).unwrap_or_else(|_| bytes.iter().map(|&byte| char::from(byte)).collect());
-    let value: Value = serde_json::from_str(&text).map_err(|_| "x-deno-sandbox-config is not valid JSON".to_string())?;
+    let text = String::from_utf8(bytes.clone())
+        .unwrap_or_else(|_| bytes.iter().map(|&byte| char::from(byte)).collect());
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|_| "x-deno-sandbox-config is not valid JSON".to_string())?;
 
     let string_map = |value: &Value| -> BTreeMap<String, String> {
         value
@@ -219,7 +291,10 @@ fn decode_config(header: &[u8]) -> Result<CreateOptions, String> {
         stop_at_ms = parse_timeout(timeout).map(|millis| now_ms().saturating_add(millis));
     }
     let allow_net = value["allow_net"].as_array().map(|hosts| {
-        hosts.iter().filter_map(|host| host.as_str().map(String::from)).collect()
+        hosts
+            .iter()
+            .filter_map(|host| host.as_str().map(String::from))
+            .collect()
     });
     Ok(CreateOptions {
         stop_at_ms,
@@ -245,12 +320,19 @@ fn parse_timeout(timeout: &str) -> Option<i64> {
 fn label_filter(query: &str) -> BTreeMap<String, String> {
     let mut filter = BTreeMap::new();
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        if let Some(label) = key.strip_prefix("labels[").and_then(|rest| rest.strip_suffix(']')) {
+        if let Some(label) = key
+            .strip_prefix("labels[")
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
             filter.insert(label.to_string(), value.into_owned());
         } else if key == "labels"
-            && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&value.replace('\'', "\""))
+            && let Ok(Value::Object(map)) =
+                serde_json::from_str::<Value>(&value.replace('\'', "\""))
         {
-            filter.extend(map.into_iter().filter_map(|(key, value)| Some((key, value.as_str()?.to_string()))));
+            filter.extend(
+                map.into_iter()
+                    .filter_map(|(key, value)| Some((key, value.as_str()?.to_string()))),
+            );
         }
     }
     filter
@@ -265,9 +347,10 @@ fn trace_id() -> String {
 fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -276,10 +359,15 @@ fn error_response(status: StatusCode, code: &str, message: &str) -> HttpResponse
 }
 
 fn not_found(id: &str) -> HttpResponse {
-    error_response(StatusCode::NOT_FOUND, "SANDBOX_NOT_FOUND", &format!("Sandbox {id} not found or already stopped"))
+    error_response(
+        StatusCode::NOT_FOUND,
+        "SANDBOX_NOT_FOUND",
+        &format!("Sandbox {id} not found or already stopped"),
+    )
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -301,7 +389,8 @@ mod tests {
         assert_eq!(options.labels.get("a").map(String::as_str), Some("b"));
         assert_eq!(options.allow_net, Some(Vec::new()));
 
-        let python = BASE64.encode(r#"{"memory_mb":1280,"timeout":"5m","volumes":{},"env":{"A":"1"}}"#);
+        let python =
+            BASE64.encode(r#"{"memory_mb":1280,"timeout":"5m","volumes":{},"env":{"A":"1"}}"#);
         let options = decode_config(python.as_bytes()).unwrap();
         let remaining = options.stop_at_ms.unwrap() - now_ms();
         assert!((299_000..=300_000).contains(&remaining), "{remaining}");

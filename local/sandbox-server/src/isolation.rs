@@ -50,7 +50,9 @@ const ETC_ENTRIES: &[&str] = &[
 /// Failure of a startup check, naming what to install or change.
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
-    #[error("{program} not found; install the Debian package {package} (apt-get install {package})")]
+    #[error(
+        "{program} not found; install the Debian package {package} (apt-get install {package})"
+    )]
     MissingProgram {
         program: &'static str,
         package: &'static str,
@@ -61,6 +63,10 @@ pub enum PreflightError {
         detail: String,
         hint: &'static str,
     },
+    #[error(
+        "the server must run as root, because it creates cgroups and starts sandboxes as another uid"
+    )]
+    NotRoot,
     #[error("failed to prepare {path}: {source}")]
     Prepare {
         path: PathBuf,
@@ -92,6 +98,14 @@ const CGROUP_GROUP: &str = "deno-sandbox-local";
 /// # Errors
 /// Names the missing Debian package or cgroup controller.
 pub fn preflight() -> Result<CgroupVersion, PreflightError> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1));
+    if uid != Some("0") {
+        return Err(PreflightError::NotRoot);
+    }
     for (program, package) in REQUIRED_PROGRAMS {
         if !Path::new(program).is_file() {
             return Err(PreflightError::MissingProgram { program, package });
@@ -100,11 +114,19 @@ pub fn preflight() -> Result<CgroupVersion, PreflightError> {
 
     let root = Path::new(CGROUP_ROOT);
     if root.join("cgroup.controllers").is_file() {
-        let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        let controllers =
+            std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
         for controller in ["memory", "pids"] {
-            if !controllers.split_whitespace().any(|name| name == controller) {
+            if !controllers
+                .split_whitespace()
+                .any(|name| name == controller)
+            {
                 return Err(PreflightError::MissingController {
-                    controller: if controller == "memory" { "memory" } else { "pids" },
+                    controller: if controller == "memory" {
+                        "memory"
+                    } else {
+                        "pids"
+                    },
                     detail: format!("not listed in {CGROUP_ROOT}/cgroup.controllers"),
                     hint: "enable it in the host's cgroup v2 hierarchy",
                 });
@@ -120,11 +142,23 @@ pub fn preflight() -> Result<CgroupVersion, PreflightError> {
 
     for controller in ["memory", "pids"] {
         let mount = root.join(controller);
-        let limit_file = if controller == "memory" { "memory.limit_in_bytes" } else { "pids.max" };
-        let probe = if controller == "memory" { mount.join(limit_file) } else { mount.join("pids.current") };
+        let limit_file = if controller == "memory" {
+            "memory.limit_in_bytes"
+        } else {
+            "pids.max"
+        };
+        let probe = if controller == "memory" {
+            mount.join(limit_file)
+        } else {
+            mount.join("pids.current")
+        };
         if !mount.is_dir() || !(probe.is_file() || mount.join("tasks").is_file()) {
             return Err(PreflightError::MissingController {
-                controller: if controller == "memory" { "memory" } else { "pids" },
+                controller: if controller == "memory" {
+                    "memory"
+                } else {
+                    "pids"
+                },
                 detail: format!("{} is not a mounted cgroup v1 hierarchy", mount.display()),
                 hint: "mount it (mount -t cgroup -o <controller> cgroup /sys/fs/cgroup/<controller>) or use a cgroup v2 host",
             });
@@ -138,7 +172,10 @@ fn create_dir(path: &Path) -> Result<(), PreflightError> {
     match std::fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(PreflightError::Prepare { path: path.to_path_buf(), source }),
+        Err(source) => Err(PreflightError::Prepare {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -161,15 +198,29 @@ impl Cgroup {
     ///
     /// # Errors
     /// Fails when a cgroup directory or limit file cannot be written.
-    pub fn create(version: CgroupVersion, id: &str, memory_bytes: u64, pids_max: u32) -> std::io::Result<Self> {
-        let cgroup = Self { version, id: id.to_string() };
+    pub fn create(
+        version: CgroupVersion,
+        id: &str,
+        memory_bytes: u64,
+        pids_max: u32,
+    ) -> std::io::Result<Self> {
+        let cgroup = Self {
+            version,
+            id: id.to_string(),
+        };
         match version {
             CgroupVersion::V1 => {
                 let memory = cgroup.memory_dir();
                 std::fs::create_dir(&memory)?;
-                std::fs::write(memory.join("memory.limit_in_bytes"), memory_bytes.to_string())?;
+                std::fs::write(
+                    memory.join("memory.limit_in_bytes"),
+                    memory_bytes.to_string(),
+                )?;
                 // Swap counts against the same limit where the kernel accounts it.
-                let _ = std::fs::write(memory.join("memory.memsw.limit_in_bytes"), memory_bytes.to_string());
+                let _ = std::fs::write(
+                    memory.join("memory.memsw.limit_in_bytes"),
+                    memory_bytes.to_string(),
+                );
                 let pids = cgroup.pids_dir();
                 std::fs::create_dir(&pids)?;
                 std::fs::write(pids.join("pids.max"), pids_max.to_string())?;
@@ -187,14 +238,20 @@ impl Cgroup {
 
     fn memory_dir(&self) -> PathBuf {
         match self.version {
-            CgroupVersion::V1 => Path::new(CGROUP_ROOT).join("memory").join(CGROUP_GROUP).join(&self.id),
+            CgroupVersion::V1 => Path::new(CGROUP_ROOT)
+                .join("memory")
+                .join(CGROUP_GROUP)
+                .join(&self.id),
             CgroupVersion::V2 => Path::new(CGROUP_ROOT).join(CGROUP_GROUP).join(&self.id),
         }
     }
 
     fn pids_dir(&self) -> PathBuf {
         match self.version {
-            CgroupVersion::V1 => Path::new(CGROUP_ROOT).join("pids").join(CGROUP_GROUP).join(&self.id),
+            CgroupVersion::V1 => Path::new(CGROUP_ROOT)
+                .join("pids")
+                .join(CGROUP_GROUP)
+                .join(&self.id),
             CgroupVersion::V2 => self.memory_dir(),
         }
     }
@@ -214,15 +271,19 @@ impl Cgroup {
     /// reading the innermost `NSpid` entry of every process in the cgroup.
     pub fn host_pid(&self, inner_pid: u64) -> Option<u64> {
         let procs = std::fs::read_to_string(self.pids_dir().join("cgroup.procs")).ok()?;
-        procs.lines().filter_map(|line| line.trim().parse::<u64>().ok()).find(|host_pid| {
-            let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap_or_default();
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("NSpid:"))
-                .and_then(|pids| pids.split_whitespace().last())
-                .and_then(|pid| pid.parse::<u64>().ok())
-                == Some(inner_pid)
-        })
+        procs
+            .lines()
+            .filter_map(|line| line.trim().parse::<u64>().ok())
+            .find(|host_pid| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap_or_default();
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix("NSpid:"))
+                    .and_then(|pids| pids.split_whitespace().last())
+                    .and_then(|pid| pid.parse::<u64>().ok())
+                    == Some(inner_pid)
+            })
     }
 
     /// Returns how many processes the kernel OOM killer has killed in this sandbox so far.
@@ -281,7 +342,11 @@ impl SandboxDirs {
         for dir in [&root, &workspace, &tmp] {
             chown(dir, Some(host_uid), Some(host_uid))?;
         }
-        Ok(Self { root, workspace, tmp })
+        Ok(Self {
+            root,
+            workspace,
+            tmp,
+        })
     }
 }
 
@@ -291,10 +356,17 @@ impl SandboxDirs {
 /// Fails when the state directory is not writable.
 pub fn prepare_state(config: &Config) -> Result<(), PreflightError> {
     let state = &config.state_dir;
-    std::fs::create_dir_all(state).map_err(|source| PreflightError::Prepare { path: state.clone(), source })?;
+    std::fs::create_dir_all(state).map_err(|source| PreflightError::Prepare {
+        path: state.clone(),
+        source,
+    })?;
     // The sandbox uid must traverse the state directory to reach its own workspace, but not list it.
-    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o711))
-        .map_err(|source| PreflightError::Prepare { path: state.clone(), source })?;
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o711)).map_err(|source| {
+        PreflightError::Prepare {
+            path: state.clone(),
+            source,
+        }
+    })?;
     let home = &config.workspace_path;
     let passwd = format!(
         "root:x:0:0:root:/root:/usr/sbin/nologin\napp:x:{SANDBOX_UID}:{SANDBOX_UID}:app:{home}:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
@@ -302,7 +374,10 @@ pub fn prepare_state(config: &Config) -> Result<(), PreflightError> {
     let group = format!("root:x:0:\napp:x:{SANDBOX_UID}:\nnogroup:x:65534:\n");
     for (name, content) in [("passwd", passwd), ("group", group)] {
         let path = state.join(name);
-        std::fs::write(&path, content).map_err(|source| PreflightError::Prepare { path: path.clone(), source })?;
+        std::fs::write(&path, content).map_err(|source| PreflightError::Prepare {
+            path: path.clone(),
+            source,
+        })?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
             .map_err(|source| PreflightError::Prepare { path, source })?;
     }
@@ -321,9 +396,9 @@ pub fn sandbox_command(
     // The shell joins the cgroups as root before anything forks, so no process escapes the limits;
     // setpriv then drops to the unprivileged host uid that owns the user namespace.
     let mut command = tokio::process::Command::new("/bin/sh");
-    command.arg("-c").arg(
-        "for f in $CGROUP_PROCS; do echo $$ > \"$f\" || exit 111; done; exec \"$@\"",
-    );
+    command
+        .arg("-c")
+        .arg("for f in $CGROUP_PROCS; do echo $$ > \"$f\" || exit 111; done; exec \"$@\"");
     command.arg("sh");
     let procs: Vec<String> = cgroup
         .procs_files()
@@ -349,18 +424,37 @@ pub fn sandbox_command(
     command
 }
 
-fn bwrap_args(config: &Config, dirs: &SandboxDirs, agent_binary: &Path, isolate_network: bool) -> Vec<String> {
+fn bwrap_args(
+    config: &Config,
+    dirs: &SandboxDirs,
+    agent_binary: &Path,
+    isolate_network: bool,
+) -> Vec<String> {
     let home = config.workspace_path.as_str();
     let mut args: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| args.extend(items.iter().map(|item| item.to_string()));
 
-    push(&["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]);
+    push(&[
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+    ]);
     if isolate_network {
         push(&["--unshare-net"]);
     }
     push(&["--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
     push(&["--uid", "1000", "--gid", "1000", "--hostname", "sandbox"]);
-    push(&["--clearenv", "--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", home]);
+    push(&[
+        "--clearenv",
+        "--setenv",
+        "PATH",
+        SANDBOX_PATH,
+        "--setenv",
+        "HOME",
+        home,
+    ]);
     push(&["--setenv", "USER", "app", "--setenv", "LANG", "C.UTF-8"]);
 
     // System directories: /usr read-only, and the merged-/usr links or directories beside it.
@@ -372,7 +466,13 @@ fn bwrap_args(config: &Config, dirs: &SandboxDirs, agent_binary: &Path, isolate_
             Err(_) => {}
         }
     }
-    push(&["--tmpfs", "/usr/local", "--ro-bind", &agent_binary.to_string_lossy(), AGENT_PATH]);
+    push(&[
+        "--tmpfs",
+        "/usr/local",
+        "--ro-bind",
+        &agent_binary.to_string_lossy(),
+        AGENT_PATH,
+    ]);
     if let Some(deno) = &config.deno_bin {
         push(&["--ro-bind", &deno.to_string_lossy(), DENO_PATH]);
     }

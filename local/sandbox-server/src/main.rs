@@ -45,10 +45,13 @@ fn main() {
 
 async fn run() -> Result<(), String> {
     let config = config::Config::from_env().map_err(|error| error.to_string())?;
-    let cgroup_version = isolation::preflight().map_err(|error| format!("cannot isolate sandboxes: {error}"))?;
+    let cgroup_version =
+        isolation::preflight().map_err(|error| format!("cannot isolate sandboxes: {error}"))?;
     isolation::prepare_state(&config).map_err(|error| error.to_string())?;
     if config.deno_bin.is_none() {
-        tracing::warn!("deno not found on PATH and DENO_LOCAL_DENO_BIN unset; sandboxes will lack deno");
+        tracing::warn!(
+            "deno not found on PATH and DENO_LOCAL_DENO_BIN unset; sandboxes will lack deno"
+        );
     }
     let agent_binary = std::env::current_exe()
         .map_err(|error| format!("failed to locate the server binary for the agent: {error}"))?;
@@ -56,9 +59,17 @@ async fn run() -> Result<(), String> {
 
     // A throwaway sandbox proves bubblewrap, cgroups and the agent work before any client arrives.
     let probe = registry
-        .create(sandbox::CreateOptions { memory_mb: 256, ..Default::default() }, 0)
+        .create(
+            sandbox::CreateOptions {
+                memory_mb: 256,
+                ..Default::default()
+            },
+            0,
+        )
         .await
-        .map_err(|error| format!("cannot isolate sandboxes: the startup sandbox failed: {error}"))?;
+        .map_err(|error| {
+            format!("cannot isolate sandboxes: the startup sandbox failed: {error}")
+        })?;
     probe.terminate("startup check finished").await;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -106,10 +117,11 @@ async fn run() -> Result<(), String> {
 }
 
 async fn shutdown_signal() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(_) => return std::future::pending().await,
-    };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

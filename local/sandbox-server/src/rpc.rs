@@ -20,9 +20,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::{errors, signals};
 use crate::fsops::{is_fs_method, strip_nulls};
 use crate::sandbox::{AgentReply, Chunk, OutputSinks, Sandbox, SandboxGone, wait_stopped};
+use crate::{errors, signals};
 
 /// Close code for a frame that is neither `ping`/`pong` nor JSON.
 const CLOSE_INVALID_JSON: u16 = 4000;
@@ -62,14 +62,21 @@ enum Reply {
     /// A `result` envelope (`{"ok": ...}` or `{"error": ...}`).
     Result(Value),
     /// A JSON-RPC protocol error.
-    Protocol { code: i64, message: &'static str, data: Option<Value> },
+    Protocol {
+        code: i64,
+        message: &'static str,
+        data: Option<Value>,
+    },
     /// The handler already sent its response.
     Sent,
 }
 
 fn invalid_params(message: &str) -> Reply {
     // The clients expect zod's issue list: a JSON array of {code, path, message}.
-    let field = message.split('`').nth(1).filter(|_| message.starts_with("missing field"));
+    let field = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.starts_with("missing field"));
     let issues = json!([{
         "code": if field.is_some() { "invalid_type" } else { "custom" },
         "path": field.map(|field| vec![field]).unwrap_or_default(),
@@ -77,7 +84,11 @@ fn invalid_params(message: &str) -> Reply {
     }]);
     let mut data = errors::serialized("ZodError", None, &issues.to_string());
     data["name"] = json!("ZodError");
-    Reply::Protocol { code: -32602, message: "Invalid params", data: Some(data) }
+    Reply::Protocol {
+        code: -32602,
+        message: "Invalid params",
+        data: Some(data),
+    }
 }
 
 fn ok(value: Value) -> Reply {
@@ -93,7 +104,8 @@ fn gone() -> Reply {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(params: Value) -> Result<T, Reply> {
-    serde_json::from_value(strip_nulls(params)).map_err(|failure| invalid_params(&failure.to_string()))
+    serde_json::from_value(strip_nulls(params))
+        .map_err(|failure| invalid_params(&failure.to_string()))
 }
 
 /// Serves one upgraded connection until either side closes it or the sandbox stops.
@@ -147,11 +159,18 @@ where
             _ => {}
         }
         let Ok(message) = serde_json::from_str::<Value>(&text) else {
-            let _ = out.send(close(CloseCode::from(CLOSE_INVALID_JSON), "Invalid JSON")).await;
+            let _ = out
+                .send(close(CloseCode::from(CLOSE_INVALID_JSON), "Invalid JSON"))
+                .await;
             break;
         };
         if message["jsonrpc"] != "2.0" || !message.is_object() {
-            let _ = out.send(close(CloseCode::from(CLOSE_INVALID_JSON_RPC), "Invalid message")).await;
+            let _ = out
+                .send(close(
+                    CloseCode::from(CLOSE_INVALID_JSON_RPC),
+                    "Invalid message",
+                ))
+                .await;
             break;
         }
         let Some(method) = message["method"].as_str().map(String::from) else {
@@ -180,19 +199,29 @@ where
 }
 
 fn close(code: CloseCode, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
 }
 
 impl Connection {
     async fn send(&self, message: Value) -> bool {
-        self.out.send(Message::text(message.to_string())).await.is_ok()
+        self.out
+            .send(Message::text(message.to_string()))
+            .await
+            .is_ok()
     }
 
     async fn respond(&self, id: &Value, reply: Reply) {
         let message = match reply {
             Reply::Sent => return,
             Reply::Result(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
-            Reply::Protocol { code, message, data } => {
+            Reply::Protocol {
+                code,
+                message,
+                data,
+            } => {
                 let mut error = json!({ "code": code, "message": message });
                 if let Some(data) = data {
                     error["data"] = data;
@@ -212,7 +241,9 @@ impl Connection {
                 self.client_stream(stream_id);
             }
             "$sandbox.stream.enqueue" => {
-                let data = params["data"].as_str().and_then(|data| BASE64.decode(data).ok());
+                let data = params["data"]
+                    .as_str()
+                    .and_then(|data| BASE64.decode(data).ok());
                 let sender = self.client_stream(stream_id);
                 let _ = sender.send(data.map_or(ClientChunk::Error, ClientChunk::Data));
             }
@@ -240,7 +271,10 @@ impl Connection {
             .entry(id)
             .or_insert_with(|| {
                 let (sender, receiver) = mpsc::unbounded_channel();
-                ClientStream { sender, receiver: Some(receiver) }
+                ClientStream {
+                    sender,
+                    receiver: Some(receiver),
+                }
             })
             .sender
             .clone()
@@ -249,7 +283,12 @@ impl Connection {
     /// Takes the receiving end of client stream `id` for the request that names it.
     fn pick_up(&self, id: u64) -> Option<mpsc::UnboundedReceiver<ClientChunk>> {
         self.client_stream(id);
-        self.client_streams.lock().ok()?.get_mut(&id)?.receiver.take()
+        self.client_streams
+            .lock()
+            .ok()?
+            .get_mut(&id)?
+            .receiver
+            .take()
     }
 
     fn register_abort(&self, abort_id: Option<u64>) -> Option<oneshot::Receiver<()>> {
@@ -291,7 +330,11 @@ impl Connection {
                     None => call.await,
                 }
             }
-            _ => Reply::Protocol { code: -32601, message: "Method not found", data: None },
+            _ => Reply::Protocol {
+                code: -32601,
+                message: "Method not found",
+                data: None,
+            },
         }
     }
 
@@ -325,7 +368,11 @@ impl Connection {
                 Some(ClientChunk::Data(bytes)) => content.extend_from_slice(&bytes),
                 Some(ClientChunk::End) => break,
                 Some(ClientChunk::Error) | None => {
-                    return error(errors::serialized("Error", None, "the content stream failed"));
+                    return error(errors::serialized(
+                        "Error",
+                        None,
+                        "the content stream failed",
+                    ));
                 }
             }
         }
@@ -337,7 +384,10 @@ impl Connection {
             if method == "writeFile" {
                 map.insert("content".to_string(), json!(BASE64.encode(&content)));
             } else {
-                map.insert("content".to_string(), json!(String::from_utf8_lossy(&content)));
+                map.insert(
+                    "content".to_string(),
+                    json!(String::from_utf8_lossy(&content)),
+                );
             }
         }
         self.agent_fs(method, params).await
@@ -406,13 +456,19 @@ impl Connection {
         let mut env = if p.clear_env.unwrap_or(false) {
             BTreeMap::new()
         } else {
-            self.sandbox.env.lock().map(|env| env.clone()).unwrap_or_default()
+            self.sandbox
+                .env
+                .lock()
+                .map(|env| env.clone())
+                .unwrap_or_default()
         };
         env.extend(p.env.unwrap_or_default());
         let stdin = match p.stdin_stream_id {
             Some(id) => match self.pick_up(id) {
                 Some(receiver) => Some(receiver),
-                None => return invalid_params("stdinStreamId: stream already used by another request"),
+                None => {
+                    return invalid_params("stdinStreamId: stream already used by another request");
+                }
             },
             None => None,
         };
@@ -468,18 +524,34 @@ impl Connection {
         Reply::Sent
     }
 
-    async fn forward_output(self: Arc<Self>, stream_id: u64, mut receiver: mpsc::UnboundedReceiver<Chunk>) {
+    async fn forward_output(
+        self: Arc<Self>,
+        stream_id: u64,
+        mut receiver: mpsc::UnboundedReceiver<Chunk>,
+    ) {
         let notification = |method: &str, params: Value| json!({ "jsonrpc": "2.0", "method": method, "params": params });
-        if !self.send(notification("$sandbox.stream.start", json!({ "streamId": stream_id }))).await {
+        if !self
+            .send(notification(
+                "$sandbox.stream.start",
+                json!({ "streamId": stream_id }),
+            ))
+            .await
+        {
             return;
         }
         while let Some(chunk) = receiver.recv().await {
-            let cancelled = self.cancelled.lock().is_ok_and(|cancelled| cancelled.contains(&stream_id));
+            let cancelled = self
+                .cancelled
+                .lock()
+                .is_ok_and(|cancelled| cancelled.contains(&stream_id));
             if cancelled {
                 continue;
             }
             let message = match chunk {
-                Chunk::Data(data) => notification("$sandbox.stream.enqueue", json!({ "streamId": stream_id, "data": data })),
+                Chunk::Data(data) => notification(
+                    "$sandbox.stream.enqueue",
+                    json!({ "streamId": stream_id, "data": data }),
+                ),
                 Chunk::End => notification("$sandbox.stream.end", json!({ "streamId": stream_id })),
             };
             if !self.send(message).await {
@@ -488,16 +560,23 @@ impl Connection {
         }
     }
 
-    async fn forward_stdin(self: Arc<Self>, pid: u64, mut receiver: mpsc::UnboundedReceiver<ClientChunk>) {
+    async fn forward_stdin(
+        self: Arc<Self>,
+        pid: u64,
+        mut receiver: mpsc::UnboundedReceiver<ClientChunk>,
+    ) {
         while let Some(chunk) = receiver.recv().await {
             match chunk {
                 ClientChunk::Data(bytes) => {
-                    self.sandbox.notify_agent(&json!({ "op": "stdin", "pid": pid, "data": BASE64.encode(bytes) }));
+                    self.sandbox.notify_agent(
+                        &json!({ "op": "stdin", "pid": pid, "data": BASE64.encode(bytes) }),
+                    );
                 }
                 ClientChunk::End | ClientChunk::Error => break,
             }
         }
-        self.sandbox.notify_agent(&json!({ "op": "stdinEnd", "pid": pid }));
+        self.sandbox
+            .notify_agent(&json!({ "op": "stdinEnd", "pid": pid }));
     }
 
     async fn process_wait(&self, params: Value) -> Reply {
@@ -536,7 +615,11 @@ impl Connection {
         }
         let name = p.signal.unwrap_or_else(|| "SIGTERM".to_string());
         let Some(number) = signals::number(&name) else {
-            return error(errors::serialized("TypeError", None, &format!("Unknown signal {name}")));
+            return error(errors::serialized(
+                "TypeError",
+                None,
+                &format!("Unknown signal {name}"),
+            ));
         };
         match self.sandbox.signal(p.pid, number).await {
             Ok(()) => ok(Value::Null),

@@ -154,7 +154,10 @@ pub struct Sandbox {
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("Sandbox").field("id", &self.id).finish_non_exhaustive()
+        formatter
+            .debug_struct("Sandbox")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -169,7 +172,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(config: Arc<Config>, cgroup_version: CgroupVersion, agent_binary: PathBuf) -> Arc<Self> {
+    pub fn new(
+        config: Arc<Config>,
+        cgroup_version: CgroupVersion,
+        agent_binary: PathBuf,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config,
             cgroup_version,
@@ -182,7 +189,10 @@ impl Registry {
     /// Returns the running sandbox `id` if `owner` created it.
     pub fn get(&self, id: &str, owner: usize) -> Option<Arc<Sandbox>> {
         let running = self.running.lock().ok()?;
-        running.get(id).filter(|sandbox| sandbox.owner == owner).cloned()
+        running
+            .get(id)
+            .filter(|sandbox| sandbox.owner == owner)
+            .cloned()
     }
 
     /// Lists running and stopped sandboxes of `owner` that carry every label in `filter`.
@@ -196,29 +206,44 @@ impl Registry {
         }
         rows.retain(|row| {
             row.owner == owner
-                && filter.iter().all(|(key, value)| row.labels.get(key) == Some(value))
+                && filter
+                    .iter()
+                    .all(|(key, value)| row.labels.get(key) == Some(value))
         });
-        rows.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        rows.sort_by_key(|row| std::cmp::Reverse(row.created_at));
         rows
     }
 
     /// Returns every running sandbox, for shutdown.
     pub fn list_all_running(&self) -> Vec<Arc<Sandbox>> {
-        self.running.lock().map(|running| running.values().cloned().collect()).unwrap_or_default()
+        self.running
+            .lock()
+            .map(|running| running.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Number of running sandboxes.
     pub fn running_count(&self) -> usize {
-        self.running.lock().map(|running| running.len()).unwrap_or(0)
+        self.running
+            .lock()
+            .map(|running| running.len())
+            .unwrap_or(0)
     }
 
     /// Creates a sandbox and waits until its agent answers.
     ///
     /// # Errors
     /// Fails when directories, cgroups or bubblewrap cannot be set up, or the agent never answers.
-    pub async fn create(self: &Arc<Self>, options: CreateOptions, owner: usize) -> Result<Arc<Sandbox>, CreateError> {
+    pub async fn create(
+        self: &Arc<Self>,
+        options: CreateOptions,
+        owner: usize,
+    ) -> Result<Arc<Sandbox>, CreateError> {
         let id = new_id();
-        let prepare = |source| CreateError::Prepare { id: id.clone(), source };
+        let prepare = |source| CreateError::Prepare {
+            id: id.clone(),
+            source,
+        };
         let config = &self.config;
 
         let dirs = SandboxDirs::create(&config.state_dir, &id, config.host_uid).map_err(prepare)?;
@@ -234,8 +259,12 @@ impl Registry {
         // namespace cannot filter by host name; only an absent list with DENO_LOCAL_NETWORK=host
         // gives network access.
         let isolate_network = options.allow_net.is_some() || config.network == NetworkMode::None;
-        let mut command = isolation::sandbox_command(config, &dirs, &cgroup, &self.agent_binary, isolate_network);
-        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut command =
+            isolation::sandbox_command(config, &dirs, &cgroup, &self.agent_binary, isolate_network);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(source) => {
@@ -244,8 +273,12 @@ impl Registry {
                 return Err(prepare(source));
             }
         };
-        let (Some(mut agent_stdin), Some(agent_stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(CreateError::NotReady { id, reason: "agent pipes missing".to_string() });
+        let (Some(mut agent_stdin), Some(agent_stdout)) = (child.stdin.take(), child.stdout.take())
+        else {
+            return Err(CreateError::NotReady {
+                id,
+                reason: "agent pipes missing".to_string(),
+            });
         };
 
         let mut env = BTreeMap::from([
@@ -253,7 +286,10 @@ impl Registry {
             ("HOME".to_string(), config.workspace_path.clone()),
             ("USER".to_string(), "app".to_string()),
             ("LANG".to_string(), "C.UTF-8".to_string()),
-            ("DENO_DEPLOY_ORGANIZATION_ID".to_string(), "local".to_string()),
+            (
+                "DENO_DEPLOY_ORGANIZATION_ID".to_string(),
+                "local".to_string(),
+            ),
         ]);
         env.extend(options.env.clone());
         let stop_at_ms = options
@@ -302,16 +338,23 @@ impl Registry {
             reader.terminate("agent exited").await;
         });
 
-        let ready = tokio::time::timeout(READY_TIMEOUT, sandbox.call(json!({ "op": "ping" }), None)).await;
+        let ready =
+            tokio::time::timeout(READY_TIMEOUT, sandbox.call(json!({ "op": "ping" }), None)).await;
         match ready {
             Ok(Ok(_)) => {}
             Ok(Err(SandboxGone)) => {
                 sandbox.terminate("failed to start").await;
-                return Err(CreateError::NotReady { id, reason: "bubblewrap or the agent exited".to_string() });
+                return Err(CreateError::NotReady {
+                    id,
+                    reason: "bubblewrap or the agent exited".to_string(),
+                });
             }
             Err(_) => {
                 sandbox.terminate("failed to start").await;
-                return Err(CreateError::NotReady { id, reason: "timed out".to_string() });
+                return Err(CreateError::NotReady {
+                    id,
+                    reason: "timed out".to_string(),
+                });
             }
         }
 
@@ -362,7 +405,11 @@ impl Sandbox {
     ///
     /// # Errors
     /// [`SandboxGone`] when the sandbox stops first.
-    pub async fn call(&self, mut request: Value, sinks: Option<OutputSinks>) -> Result<AgentReply, SandboxGone> {
+    pub async fn call(
+        &self,
+        mut request: Value,
+        sinks: Option<OutputSinks>,
+    ) -> Result<AgentReply, SandboxGone> {
         if *self.stopped.borrow() {
             return Err(SandboxGone);
         }
@@ -390,7 +437,12 @@ impl Sandbox {
             return;
         };
         if let Some(id) = message["id"].as_u64() {
-            let Some(pending) = self.pending.lock().ok().and_then(|mut pending| pending.remove(&id)) else {
+            let Some(pending) = self
+                .pending
+                .lock()
+                .ok()
+                .and_then(|mut pending| pending.remove(&id))
+            else {
                 return;
             };
             let reply = if let Some(invalid) = message["invalid"].as_str() {
@@ -403,7 +455,13 @@ impl Sandbox {
                 && let Some(pid) = result["ok"]["pid"].as_u64()
                 && let Ok(mut processes) = self.processes.lock()
             {
-                processes.insert(pid, Process { sinks, status: watch::channel(None).0 });
+                processes.insert(
+                    pid,
+                    Process {
+                        sinks,
+                        status: watch::channel(None).0,
+                    },
+                );
             }
             let _ = pending.reply.send(reply);
             return;
@@ -423,7 +481,11 @@ impl Sandbox {
         match message["event"].as_str() {
             Some("data") => {
                 let fd = message["fd"].as_u64().unwrap_or(1);
-                let target = if fd == 1 { &process.sinks.stdout } else { &process.sinks.stderr };
+                let target = if fd == 1 {
+                    &process.sinks.stdout
+                } else {
+                    &process.sinks.stderr
+                };
                 if let (Some(target), Some(data)) = (target, message["data"].as_str()) {
                     let _ = target.send(Chunk::Data(data.to_string()));
                 }
@@ -434,14 +496,20 @@ impl Sandbox {
                 }
             }
             Some("exit") => {
-                let signal = message["signal"].as_i64().and_then(|number| i32::try_from(number).ok());
+                let signal = message["signal"]
+                    .as_i64()
+                    .and_then(|number| i32::try_from(number).ok());
                 let code = match (message["code"].as_i64(), signal) {
                     (Some(code), _) => i32::try_from(code).unwrap_or(1),
                     (None, Some(signal)) => 128 + signal,
                     (None, None) => 1,
                 };
                 let oom = signal == Some(9) && self.take_oom_kill();
-                let info = ExitInfo { code, signal: signal.and_then(signals::name), oom };
+                let info = ExitInfo {
+                    code,
+                    signal: signal.and_then(signals::name),
+                    oom,
+                };
                 process.status.send_replace(Some(info));
             }
             _ => {}
@@ -467,11 +535,11 @@ impl Sandbox {
     /// # Errors
     /// [`SandboxGone`] when the sandbox stops first.
     pub async fn wait(&self, pid: u64) -> Result<Option<ExitInfo>, SandboxGone> {
-        let receiver = self
-            .processes
-            .lock()
-            .ok()
-            .and_then(|processes| processes.get(&pid).map(|process| process.status.subscribe()));
+        let receiver = self.processes.lock().ok().and_then(|processes| {
+            processes
+                .get(&pid)
+                .map(|process| process.status.subscribe())
+        });
         let Some(mut receiver) = receiver else {
             return Ok(None);
         };
@@ -490,7 +558,11 @@ impl Sandbox {
         self.processes
             .lock()
             .ok()
-            .and_then(|processes| processes.get(&pid).map(|process| process.status.borrow().is_none()))
+            .and_then(|processes| {
+                processes
+                    .get(&pid)
+                    .map(|process| process.status.borrow().is_none())
+            })
             .unwrap_or(false)
     }
 
@@ -596,6 +668,7 @@ impl Sandbox {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

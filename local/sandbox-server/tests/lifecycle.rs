@@ -1,5 +1,7 @@
 //! Lifecycle: expiry at stop_at_ms, DELETE, PATCH, session sandboxes and reconnecting.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{Server, TOKEN, now_ms};
@@ -12,26 +14,41 @@ fn http() -> reqwest::Client {
 #[tokio::test]
 async fn timed_sandbox_stops_at_stop_time() {
     let server = Server::start().await;
-    let (client, id) = server.create(json!({ "stop_at_ms": now_ms() + 1500 })).await;
+    let (client, id) = server
+        .create(json!({ "stop_at_ms": now_ms() + 1500 }))
+        .await;
     let (second, _) = server.connect(&id).await.unwrap();
-    client.ok("spawn", json!({ "command": "sleep", "args": ["300"], "stdout": "null", "stderr": "null" })).await;
+    client
+        .ok(
+            "spawn",
+            json!({ "command": "sleep", "args": ["300"], "stdout": "null", "stderr": "null" }),
+        )
+        .await;
     let workspace = server.state.join(&id);
     assert!(workspace.exists());
 
     assert_eq!(client.closed().await, 1000);
     assert_eq!(second.closed().await, 1000);
-    let (status, body) = server.connect(&id).await.err().expect("connect after expiry fails");
+    let (status, body) = server
+        .connect(&id)
+        .await
+        .err()
+        .expect("connect after expiry fails");
     assert_eq!(status, 404);
     assert!(body.contains("SANDBOX_NOT_FOUND"), "{body}");
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(!workspace.exists(), "sandbox files were not removed");
-    assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/pids/deno-sandbox-local/{id}")).exists());
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/cgroup/pids/deno-sandbox-local/{id}")).exists()
+    );
 }
 
 #[tokio::test]
 async fn delete_stops_sandbox_at_once() {
     let server = Server::start().await;
-    let (client, id) = server.create(json!({ "stop_at_ms": now_ms() + 60_000 })).await;
+    let (client, id) = server
+        .create(json!({ "stop_at_ms": now_ms() + 60_000 }))
+        .await;
     let response = http()
         .delete(server.http(&format!("/api/v3/sandbox/{id}")))
         .bearer_auth(TOKEN)
@@ -57,7 +74,9 @@ async fn delete_stops_sandbox_at_once() {
 #[tokio::test]
 async fn patch_clamps_extension_to_thirty_minutes() {
     let server = Server::start().await;
-    let (_client, id) = server.create(json!({ "stop_at_ms": now_ms() + 60_000 })).await;
+    let (_client, id) = server
+        .create(json!({ "stop_at_ms": now_ms() + 60_000 }))
+        .await;
     let patch = |stop_at_ms: i64| {
         http()
             .patch(server.http(&format!("/api/v3/sandbox/{id}")))
@@ -70,11 +89,18 @@ async fn patch_clamps_extension_to_thirty_minutes() {
     let granted: Value = patch(requested).await.unwrap().json().await.unwrap();
     let granted = granted["stop_at_ms"].as_i64().unwrap();
     let limit = now_ms() + 30 * 60 * 1000;
-    assert!(granted <= limit && granted > limit - 5_000, "granted {granted}, limit {limit}");
+    assert!(
+        granted <= limit && granted > limit - 5_000,
+        "granted {granted}, limit {limit}"
+    );
 
     let shorter = now_ms() + 120_000;
     let kept: Value = patch(shorter).await.unwrap().json().await.unwrap();
-    assert_eq!(kept["stop_at_ms"].as_i64().unwrap(), granted, "a shorter request keeps the later stop time");
+    assert_eq!(
+        kept["stop_at_ms"].as_i64().unwrap(),
+        granted,
+        "a shorter request keeps the later stop time"
+    );
 }
 
 #[tokio::test]
@@ -92,7 +118,9 @@ async fn session_sandbox_dies_with_creator() {
 #[tokio::test]
 async fn timed_sandbox_keeps_background_processes() {
     let server = Server::start().await;
-    let (first, id) = server.create(json!({ "stop_at_ms": now_ms() + 60_000 })).await;
+    let (first, id) = server
+        .create(json!({ "stop_at_ms": now_ms() + 60_000 }))
+        .await;
     let spawned = first
         .ok("spawn", json!({ "command": "bash", "args": ["-c", "sleep 300"], "stdout": "null", "stderr": "null" }))
         .await;
@@ -101,11 +129,21 @@ async fn timed_sandbox_keeps_background_processes() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
     let (second, _) = server.connect(&id).await.unwrap();
-    let running = second.sh("ps -eo args= | grep -c '^sleep 30[01]$'").await.stdout;
+    let running = second
+        .sh("ps -eo args= | grep -c '^sleep 30[01]$'")
+        .await
+        .stdout;
     assert_eq!(running, "2\n");
-    second.ok("processKill", json!({ "pid": spawned["pid"] })).await;
-    let status = second.ok("processWait", json!({ "pid": spawned["pid"] })).await;
-    assert_eq!(status, json!({ "success": false, "code": 143, "signal": "SIGTERM", "oom": null }));
+    second
+        .ok("processKill", json!({ "pid": spawned["pid"] }))
+        .await;
+    let status = second
+        .ok("processWait", json!({ "pid": spawned["pid"] }))
+        .await;
+    assert_eq!(
+        status,
+        json!({ "success": false, "code": 143, "signal": "SIGTERM", "oom": null })
+    );
 }
 
 #[tokio::test]
@@ -114,7 +152,11 @@ async fn list_filters_by_label_and_token() {
     let (_a, a) = server.create(json!({ "labels": { "team": "red" } })).await;
     let (_b, _) = server.create(json!({ "labels": { "team": "blue" } })).await;
     let (_c, c) = server
-        .open("/api/v3/sandboxes/create", Some(json!({ "labels": { "team": "red" } })), common::OTHER_TOKEN)
+        .open(
+            "/api/v3/sandboxes/create",
+            Some(json!({ "labels": { "team": "red" } })),
+            common::OTHER_TOKEN,
+        )
         .await
         .unwrap();
 

@@ -2,6 +2,7 @@
 //!
 //! The server needs root (bubblewrap as another uid, cgroups), like in production use.
 
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -78,16 +79,25 @@ impl Server {
     }
 
     pub async fn connect(&self, id: &str) -> Result<(Client, String), (u16, String)> {
-        self.open(&format!("/api/v3/sandbox/{id}/connect"), None, TOKEN).await
+        self.open(&format!("/api/v3/sandbox/{id}/connect"), None, TOKEN)
+            .await
     }
 
-    pub async fn open(&self, path: &str, config: Option<Value>, token: &str) -> Result<(Client, String), (u16, String)> {
+    pub async fn open(
+        &self,
+        path: &str,
+        config: Option<Value>,
+        token: &str,
+    ) -> Result<(Client, String), (u16, String)> {
         let mut request = format!("ws://127.0.0.1:{}{path}", self.port)
             .into_client_request()
             .expect("valid websocket url");
         let headers = request.headers_mut();
         if !token.is_empty() {
-            headers.insert("authorization", format!("Bearer {token}").parse().expect("header"));
+            headers.insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header"),
+            );
         }
         if let Some(config) = config {
             let encoded = BASE64.encode(config.to_string());
@@ -142,7 +152,7 @@ pub struct Client {
     pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>,
     streams: Arc<Mutex<Streams>>,
     stream_change: Arc<Notify>,
-    texts: Mutex<mpsc::UnboundedReceiver<String>>,
+    texts: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
     next_id: AtomicU64,
     closed: watch::Receiver<Option<u16>>,
 }
@@ -174,8 +184,11 @@ impl Client {
         let stream_change = Arc::new(Notify::new());
         let (text_tx, texts) = mpsc::unbounded_channel();
         let (closed_tx, closed) = watch::channel(None);
-        let (reader_pending, reader_streams, reader_change) =
-            (Arc::clone(&pending), Arc::clone(&streams), Arc::clone(&stream_change));
+        let (reader_pending, reader_streams, reader_change) = (
+            Arc::clone(&pending),
+            Arc::clone(&streams),
+            Arc::clone(&stream_change),
+        );
         tokio::spawn(async move {
             while let Some(frame) = stream.next().await {
                 let text = match frame {
@@ -202,7 +215,9 @@ impl Client {
                 let mut streams = reader_streams.lock().unwrap();
                 match message["method"].as_str() {
                     Some("$sandbox.stream.enqueue") => {
-                        let chunk = BASE64.decode(message["params"]["data"].as_str().unwrap_or_default()).unwrap();
+                        let chunk = BASE64
+                            .decode(message["params"]["data"].as_str().unwrap_or_default())
+                            .unwrap();
                         streams.data.entry(stream_id).or_default().extend(chunk);
                     }
                     Some("$sandbox.stream.end") => {
@@ -220,18 +235,22 @@ impl Client {
             pending,
             streams,
             stream_change,
-            texts: Mutex::new(texts),
+            texts: tokio::sync::Mutex::new(texts),
             next_id: AtomicU64::new(0),
             closed,
         }
     }
 
     pub fn send_text(&self, text: &str) {
-        self.out.send(Message::text(text.to_string())).expect("connection open");
+        self.out
+            .send(Message::text(text.to_string()))
+            .expect("connection open");
     }
 
     pub fn notify(&self, method: &str, params: Value) {
-        self.send_text(&json!({ "jsonrpc": "2.0", "method": method, "params": params }).to_string());
+        self.send_text(
+            &json!({ "jsonrpc": "2.0", "method": method, "params": params }).to_string(),
+        );
     }
 
     pub fn close(&self) {
@@ -240,8 +259,11 @@ impl Client {
 
     /// Returns the next non-JSON text frame (such as `pong`).
     pub async fn next_text(&self) -> String {
-        let mut texts = self.texts.lock().unwrap();
-        tokio::time::timeout(WAIT, texts.recv()).await.expect("text in time").expect("connection open")
+        let mut texts = self.texts.lock().await;
+        tokio::time::timeout(WAIT, texts.recv())
+            .await
+            .expect("text in time")
+            .expect("connection open")
     }
 
     /// Waits for the server to close the connection and returns the close code.
@@ -259,7 +281,9 @@ impl Client {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         self.pending.lock().unwrap().insert(id, sender);
-        self.send_text(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string());
+        self.send_text(
+            &json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string(),
+        );
         tokio::time::timeout(WAIT, receiver)
             .await
             .unwrap_or_else(|_| panic!("{method} answered in time"))
@@ -269,14 +293,20 @@ impl Client {
     /// Sends a request and returns `result.ok`, failing the test on any error.
     pub async fn ok(&self, method: &str, params: Value) -> Value {
         let response = self.call(method, params).await;
-        assert!(response["result"].get("ok").is_some(), "{method} failed: {response}");
+        assert!(
+            response["result"].get("ok").is_some(),
+            "{method} failed: {response}"
+        );
         response["result"]["ok"].clone()
     }
 
     /// Sends a request that must fail and returns `result.error`.
     pub async fn err(&self, method: &str, params: Value) -> Value {
         let response = self.call(method, params).await;
-        assert!(response["result"].get("error").is_some(), "{method} succeeded: {response}");
+        assert!(
+            response["result"].get("error").is_some(),
+            "{method} succeeded: {response}"
+        );
         response["result"]["error"].clone()
     }
 
@@ -288,14 +318,18 @@ impl Client {
                 {
                     let streams = self.streams.lock().unwrap();
                     if streams.ended.contains(&id) {
-                        return String::from_utf8_lossy(streams.data.get(&id).map_or(&[][..], Vec::as_slice))
-                            .into_owned();
+                        return String::from_utf8_lossy(
+                            streams.data.get(&id).map_or(&[][..], Vec::as_slice),
+                        )
+                        .into_owned();
                     }
                 }
                 changed.await;
             }
         };
-        tokio::time::timeout(WAIT, wait).await.expect("stream ended in time")
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .expect("stream ended in time")
     }
 
     /// Runs `script` with `bash -c` and collects its output and exit status.
@@ -303,10 +337,21 @@ impl Client {
         let spawned = self
             .ok("spawn", json!({ "command": "bash", "args": ["-c", script], "stdout": "piped", "stderr": "piped" }))
             .await;
-        let status = self.ok("processWait", json!({ "pid": spawned["pid"] })).await;
-        let stdout = self.stream_text(spawned["stdoutStreamId"].as_u64().expect("stdout id")).await;
-        let stderr = self.stream_text(spawned["stderrStreamId"].as_u64().expect("stderr id")).await;
-        Output { code: status["code"].as_i64().expect("exit code"), stdout, stderr, status }
+        let status = self
+            .ok("processWait", json!({ "pid": spawned["pid"] }))
+            .await;
+        let stdout = self
+            .stream_text(spawned["stdoutStreamId"].as_u64().expect("stdout id"))
+            .await;
+        let stderr = self
+            .stream_text(spawned["stderrStreamId"].as_u64().expect("stderr id"))
+            .await;
+        Output {
+            code: status["code"].as_i64().expect("exit code"),
+            stdout,
+            stderr,
+            status,
+        }
     }
 }
 
