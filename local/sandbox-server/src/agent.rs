@@ -23,6 +23,8 @@ use tokio::sync::mpsc;
 
 use crate::{errors, fsops};
 
+/// `oom_score_adj` of spawned processes: half the sandbox's memory limit added to their score.
+const CHILD_OOM_SCORE_ADJ: &str = "500";
 /// Largest chunk of process output carried by one event, matching the 64 KiB stream chunks.
 const CHUNK: usize = 64 * 1024;
 
@@ -203,6 +205,13 @@ fn spawn_process(agent: &Arc<Agent>, spawn: SpawnRequest) -> Value {
     let Some(pid) = child.id() else {
         return json!({ "error": errors::serialized("Error", None, "process exited during spawn") });
     };
+
+    // Raising the OOM score of every spawned process makes the OOM killer pick them before the
+    // agent and bubblewrap, whose death would end the sandbox. (Lowering the agent's own score
+    // would need CAP_SYS_RESOURCE.) NOTE: a grandchild forked before this write keeps score 0.
+    // The write fails only for a process that already exited (its /proc files then belong to the
+    // unmapped host root), so the error carries no information.
+    let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), CHILD_OOM_SCORE_ADJ);
 
     // The reply is queued before any event of this pid, because the caller sends it right after
     // this function returns and the reader tasks below only run once the caller yields.

@@ -28,6 +28,8 @@ use crate::{errors, signals};
 const CLOSE_INVALID_JSON: u16 = 4000;
 /// Close code for JSON that is not a JSON-RPC 2.0 message.
 const CLOSE_INVALID_JSON_RPC: u16 = 4001;
+/// Time the writer gets to send the last frames (such as a close frame) after the connection ends.
+const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 /// Frames queued for the writer before senders wait.
 const OUTGOING_QUEUE: usize = 1024;
 
@@ -55,6 +57,8 @@ struct Connection {
     next_stream: AtomicU64,
     /// Abortable requests by `abortId`.
     aborts: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    /// Request and output tasks, aborted when the connection ends so none outlives it.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// Outcome of a request handler.
@@ -116,7 +120,7 @@ where
 {
     let (mut sink, mut stream) = socket.split();
     let (out, mut out_rx) = mpsc::channel::<Message>(OUTGOING_QUEUE);
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         while let Some(message) = out_rx.recv().await {
             let closing = matches!(message, Message::Close(_));
             if sink.send(message).await.is_err() || closing {
@@ -133,6 +137,7 @@ where
         cancelled: Mutex::new(HashSet::new()),
         next_stream: AtomicU64::new(1),
         aborts: Mutex::new(HashMap::new()),
+        tasks: Mutex::new(Vec::new()),
     });
     let mut stopped = sandbox.stopped();
 
@@ -180,19 +185,31 @@ where
         let params = message.get("params").cloned().unwrap_or(Value::Null);
         match message.get("id").cloned() {
             Some(id) if !id.is_null() => {
-                let connection = Arc::clone(&connection);
-                tokio::spawn(async move {
-                    let reply = connection.handle(&method, params, &id).await;
-                    connection.respond(&id, reply).await;
-                });
+                let task_connection = Arc::clone(&connection);
+                connection.track(tokio::spawn(async move {
+                    let reply = task_connection.handle(&method, params, &id).await;
+                    task_connection.respond(&id, reply).await;
+                }));
             }
             _ => connection.on_notification(&method, &params),
         }
     }
 
+    // Pending requests and output forwarders end with the connection. Dropping the connection
+    // also drops the client streams, which ends the stdin of processes fed by this client.
+    if let Ok(mut tasks) = connection.tasks.lock() {
+        for task in tasks.drain(..) {
+            task.abort();
+        }
+    }
     drop(connection);
     drop(out);
-    let _ = writer.await;
+    if tokio::time::timeout(CLOSE_FLUSH, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
     if creator && sandbox.session {
         sandbox.terminate("creating connection closed").await;
     }
@@ -206,6 +223,13 @@ fn close(code: CloseCode, reason: &'static str) -> Message {
 }
 
 impl Connection {
+    fn track(&self, task: tokio::task::JoinHandle<()>) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.retain(|task| !task.is_finished());
+            tasks.push(task.abort_handle());
+        }
+    }
+
     async fn send(&self, message: Value) -> bool {
         self.out
             .send(Message::text(message.to_string()))
@@ -515,11 +539,13 @@ impl Connection {
         self.respond(id, Reply::Result(reply)).await;
         for (stream_id, receiver) in forwarders {
             if stream_id != 0 {
-                tokio::spawn(Arc::clone(self).forward_output(stream_id, receiver));
+                self.track(tokio::spawn(
+                    Arc::clone(self).forward_output(stream_id, receiver),
+                ));
             }
         }
         if let Some(receiver) = stdin {
-            tokio::spawn(Arc::clone(self).forward_stdin(pid, receiver));
+            tokio::spawn(forward_stdin(Arc::clone(&self.sandbox), pid, receiver));
         }
         Reply::Sent
     }
@@ -558,25 +584,6 @@ impl Connection {
                 return;
             }
         }
-    }
-
-    async fn forward_stdin(
-        self: Arc<Self>,
-        pid: u64,
-        mut receiver: mpsc::UnboundedReceiver<ClientChunk>,
-    ) {
-        while let Some(chunk) = receiver.recv().await {
-            match chunk {
-                ClientChunk::Data(bytes) => {
-                    self.sandbox.notify_agent(
-                        &json!({ "op": "stdin", "pid": pid, "data": BASE64.encode(bytes) }),
-                    );
-                }
-                ClientChunk::End | ClientChunk::Error => break,
-            }
-        }
-        self.sandbox
-            .notify_agent(&json!({ "op": "stdinEnd", "pid": pid }));
     }
 
     async fn process_wait(&self, params: Value) -> Reply {
@@ -626,4 +633,22 @@ impl Connection {
             Err(failure) => error(failure),
         }
     }
+}
+
+async fn forward_stdin(
+    sandbox: Arc<Sandbox>,
+    pid: u64,
+    mut receiver: mpsc::UnboundedReceiver<ClientChunk>,
+) {
+    while let Some(chunk) = receiver.recv().await {
+        match chunk {
+            ClientChunk::Data(bytes) => {
+                sandbox.notify_agent(
+                    &json!({ "op": "stdin", "pid": pid, "data": BASE64.encode(bytes) }),
+                );
+            }
+            ClientChunk::End | ClientChunk::Error => break,
+        }
+    }
+    sandbox.notify_agent(&json!({ "op": "stdinEnd", "pid": pid }));
 }

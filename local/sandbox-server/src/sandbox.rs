@@ -19,6 +19,8 @@ use crate::signals;
 
 /// Lowercase Crockford base32, the alphabet of sandbox ids.
 const ID_ALPHABET: &[u8] = b"0123456789abcdefghjkmnpqrstvwxyz";
+/// Stopped sandboxes the console list keeps showing; older ones are forgotten.
+const MAX_STOPPED_LISTED: usize = 1000;
 /// Time a new sandbox gets to answer its first agent ping.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -641,6 +643,9 @@ impl Sandbox {
                 running.remove(&self.id);
             }
             if let Ok(mut stopped) = registry.stopped.lock() {
+                if stopped.len() >= MAX_STOPPED_LISTED {
+                    stopped.remove(0);
+                }
                 stopped.push(self.summary(Some(OffsetDateTime::now_utc())));
             }
         }

@@ -230,4 +230,8 @@ async fn memory_limit_kill_reports_oom() {
     assert_eq!(output.code, 137);
     assert_eq!(output.status["signal"], "SIGKILL");
     assert_eq!(client.sh("echo alive").await.stdout, "alive\n");
+    let scores = client
+        .sh("cat /proc/1/oom_score_adj /proc/2/oom_score_adj /proc/self/oom_score_adj")
+        .await;
+    assert_eq!(scores.stdout, "0\n0\n500\n");
 }

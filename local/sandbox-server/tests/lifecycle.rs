@@ -109,6 +109,15 @@ async fn session_sandbox_dies_with_creator() {
     let (creator, id) = server.create(json!({})).await;
     let (second, _) = server.connect(&id).await.unwrap();
     second.sh("echo still here").await;
+    let spawned = creator
+        .ok(
+            "spawn",
+            json!({ "command": "sleep", "args": ["300"], "stdout": "piped", "stderr": "null" }),
+        )
+        .await;
+    // A request still pending on the creator must not keep the sandbox alive.
+    let wait = json!({ "jsonrpc": "2.0", "id": 999, "method": "processWait", "params": { "pid": spawned["pid"] } });
+    creator.send_text(&wait.to_string());
 
     creator.close();
     assert_eq!(second.closed().await, 1000);
