@@ -209,8 +209,8 @@ fn spawn_process(agent: &Arc<Agent>, spawn: SpawnRequest) -> Value {
     // Raising the OOM score of every spawned process makes the OOM killer pick them before the
     // agent and bubblewrap, whose death would end the sandbox. (Lowering the agent's own score
     // would need CAP_SYS_RESOURCE.) NOTE: a grandchild forked before this write keeps score 0.
-    // The write fails only for a process that already exited (its /proc files then belong to the
-    // unmapped host root), so the error carries no information.
+    // The write fails for a process that already exited, because its /proc files then belong to
+    // the unmapped host root, and such a process needs no score.
     let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), CHILD_OOM_SCORE_ADJ);
 
     // The reply is queued before any event of this pid, because the caller sends it right after

@@ -35,7 +35,7 @@ pub fn from_io(error: &std::io::Error, op: &str, path: &str) -> Value {
     serialized(constructor, code, &message)
 }
 
-/// The error both SDKs expect for an unknown or exited process.
+/// Builds the error both SDKs expect for an unknown or exited process.
 pub fn process_not_found(pid: u64) -> Value {
     serialized(
         "TypeError",
@@ -44,7 +44,7 @@ pub fn process_not_found(pid: u64) -> Value {
     )
 }
 
-/// The error an operation cancelled through `abort` finishes with.
+/// Builds the error that an operation cancelled through `abort` finishes with.
 pub fn aborted() -> Value {
     let mut error = serialized("DOMException", None, "The signal has been aborted");
     error["name"] = json!("AbortError");

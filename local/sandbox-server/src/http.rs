@@ -29,7 +29,7 @@ const MAX_BODY: usize = 64 * 1024;
 
 type HttpResponse = Response<Full<Bytes>>;
 
-/// Routes one request; never fails, errors become JSON `{code, message}` responses.
+/// Routes one request. Failures become JSON `{code, message}` responses, so the result is always `Ok`.
 pub async fn handle(
     request: Request<Incoming>,
     registry: Arc<Registry>,

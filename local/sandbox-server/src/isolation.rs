@@ -1,9 +1,9 @@
 //! Bubblewrap command lines, cgroup limits and the startup checks that refuse to run unisolated.
 //!
-//! Decision: each sandbox is one bubblewrap instance whose command is this binary in agent mode,
-//! started as an unprivileged host uid, with new user, PID, IPC and UTS namespaces (plus a network
-//! namespace when networking is denied), no capabilities and `no_new_privs`. Processes are forked
-//! by the agent, so they inherit all of it; killing bubblewrap kills the PID namespace.
+//! Decision: each sandbox is one bubblewrap instance whose command is this binary in agent mode.
+//! It runs as an unprivileged host uid with new user, PID, IPC and UTS namespaces (plus a network
+//! namespace when networking is denied), no capabilities and `no_new_privs`. The agent forks every
+//! process, so they inherit all of it, and killing bubblewrap kills the whole PID namespace.
 
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
@@ -83,7 +83,7 @@ const REQUIRED_PROGRAMS: &[(&str, &str)] = &[
     ("/bin/sh", "dash"),
 ];
 
-/// Which cgroup hierarchy the host mounts.
+/// Version of the cgroup hierarchy the host mounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupVersion {
     V1,
@@ -367,6 +367,14 @@ pub fn prepare_state(config: &Config) -> Result<(), PreflightError> {
             source,
         }
     })?;
+    // Sandbox directories left by a server that was killed belong to no running sandbox.
+    if let Ok(entries) = std::fs::read_dir(state) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("sbx_") {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
     let home = &config.workspace_path;
     let passwd = format!(
         "root:x:0:0:root:/root:/usr/sbin/nologin\napp:x:{SANDBOX_UID}:{SANDBOX_UID}:app:{home}:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
@@ -393,8 +401,8 @@ pub fn sandbox_command(
     agent_binary: &Path,
     isolate_network: bool,
 ) -> tokio::process::Command {
-    // The shell joins the cgroups as root before anything forks, so no process escapes the limits;
-    // setpriv then drops to the unprivileged host uid that owns the user namespace.
+    // The shell joins the cgroups as root before anything forks, so no process escapes the limits.
+    // Then setpriv drops to the unprivileged host uid that owns the user namespace.
     let mut command = tokio::process::Command::new("/bin/sh");
     command
         .arg("-c")

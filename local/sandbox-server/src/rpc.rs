@@ -1,6 +1,6 @@
 //! One WebSocket connection to a sandbox: JSON-RPC requests, stream notifications, keepalive.
 //!
-//! Requests run as separate tasks, so a pending `processWait` or `writeFile` never blocks the
+//! Requests run as separate tasks, so a pending `processWait` or `writeFile` does not hold up the
 //! reader. Every outgoing frame goes through one channel to the writer task, which keeps each
 //! response ahead of the `start` of the streams it names.
 

@@ -21,7 +21,7 @@ use crate::signals;
 const ID_ALPHABET: &[u8] = b"0123456789abcdefghjkmnpqrstvwxyz";
 /// Stopped sandboxes the console list keeps showing; older ones are forgotten.
 const MAX_STOPPED_LISTED: usize = 1000;
-/// Time a new sandbox gets to answer its first agent ping.
+/// Time a new sandbox gets to reply to its first agent ping.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings decoded from the `x-deno-sandbox-config` header.
@@ -34,7 +34,7 @@ pub struct CreateOptions {
     pub env: BTreeMap<String, String>,
 }
 
-/// Why a sandbox could not be created.
+/// Failure to create a sandbox.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
     #[error("failed to prepare sandbox {id}: {source}")]
@@ -232,10 +232,10 @@ impl Registry {
             .unwrap_or(0)
     }
 
-    /// Creates a sandbox and waits until its agent answers.
+    /// Creates a sandbox and waits until its agent replies.
     ///
     /// # Errors
-    /// Fails when directories, cgroups or bubblewrap cannot be set up, or the agent never answers.
+    /// Fails when directories, cgroups or bubblewrap cannot be set up, or the agent never replies.
     pub async fn create(
         self: &Arc<Self>,
         options: CreateOptions,

@@ -95,9 +95,9 @@ async fn patch_clamps_extension_to_thirty_minutes() {
     );
 
     let shorter = now_ms() + 120_000;
-    let kept: Value = patch(shorter).await.unwrap().json().await.unwrap();
+    let unchanged: Value = patch(shorter).await.unwrap().json().await.unwrap();
     assert_eq!(
-        kept["stop_at_ms"].as_i64().unwrap(),
+        unchanged["stop_at_ms"].as_i64().unwrap(),
         granted,
         "a shorter request keeps the later stop time"
     );

@@ -337,9 +337,9 @@ async fn file_methods_work_inside_workspace() {
             json!({ "path": "a", "options": { "recursive": true } }),
         )
         .await;
-    let gone = client.err("lstat", json!({ "path": "a" })).await;
-    assert_eq!(gone["constructorName"], "NotFound");
-    assert_eq!(gone["code"], "ENOENT");
+    let removed = client.err("lstat", json!({ "path": "a" })).await;
+    assert_eq!(removed["constructorName"], "NotFound");
+    assert_eq!(removed["code"], "ENOENT");
 }
 
 #[tokio::test]
@@ -387,6 +387,8 @@ async fn file_handles_read_write_seek() {
         )
         .await["fileHandleId"]
         .clone();
+
+    // GIVEN ten bytes written through the handle
     let written = client
         .ok(
             "fileWrite",
@@ -394,6 +396,8 @@ async fn file_handles_read_write_seek() {
         )
         .await;
     assert_eq!(written["bytesWritten"], 10);
+
+    // WHEN seeking and reading, THEN reads follow the position and end with null data
     let position = client
         .ok(
             "fileSeek",
@@ -423,6 +427,8 @@ async fn file_handles_read_write_seek() {
             .await["size"],
         10
     );
+
+    // A closed handle is a bad resource.
     client
         .ok("fileClose", json!({ "fileHandleId": handle }))
         .await;

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 pub const TOKEN: &str = "ddo_test_token_one";
 pub const OTHER_TOKEN: &str = "ddo_test_token_two";
-/// Longest time any single wait in these tests may take.
+/// Maximum time any single wait in these tests may take.
 pub const WAIT: Duration = Duration::from_secs(20);
 
 /// A running server process; killed on drop.
