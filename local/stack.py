@@ -197,7 +197,7 @@ def sandbox_server_binary() -> str:
 def start_sandbox_server() -> None:
     binary = require(sandbox_server_binary(), "build it with: cargo build -p deno-sandbox-local")
     env = dict(os.environ, DENO_LOCAL_TOKENS=LOCAL_TOKENS, DENO_LOCAL_PORT=str(SANDBOX_PORT),
-               DENO_LOCAL_STATE=os.path.join(STATE, "sandboxes"))
+               DENO_LOCAL_STATE=os.path.join(STATE, "sandboxes"), DENO_LOCAL_DENO_BIN=os.path.join(VENV_BIN, "deno"))
     start_service("sandbox", SANDBOX_PORT, [binary], lambda port: http_answers(port), 30, env)
 
 
