@@ -28,7 +28,7 @@ phase "build the functions (the first build takes 10-15 minutes on two cores)"
 cargo build --workspace --bins
 
 phase "start the local stack"
-"$python" local/stack.py start
+"$python" local/stack.py start --sandbox-server
 set -a
 . local/.state/stack.env
 set +a

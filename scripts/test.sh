@@ -34,7 +34,7 @@ stop_stack() {
   fi
 }
 trap stop_stack EXIT
-"$python" local/stack.py start
+"$python" local/stack.py start --sandbox-server
 
 phase "cargo test"
 cargo test --workspace 2>&1 | tee local/.state/cargo-test.log

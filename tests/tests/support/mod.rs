@@ -244,6 +244,7 @@ pub fn with_key_id(bytes: &[u8], key_id: &str) -> Vec<u8> {
 }
 
 /// Ids of one test's organization, user and session.
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// Organization id.
     pub org_id: String,
