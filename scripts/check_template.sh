@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks template.yaml without AWS access: cfn-lint (informational findings included),
-# `sam validate --lint`, and that the template deploys exactly the functions under functions/.
-# Exits non-zero on any finding. Needs the venv from local/install.sh (aws-sam-cli, cfn-lint).
+# `sam validate --lint`, that the template deploys exactly the functions under functions/, and the
+# least-privilege rules of the function and key policies. Exits non-zero on any finding. Needs the venv from local/install.sh (aws-sam-cli, cfn-lint).
 #
 # SAM CLI needs a region and credentials to start, even though validation calls no AWS API, so
 # dummy ones are set here. It runs with a private HOME under local/.state, so it reads no real AWS
@@ -47,6 +47,11 @@ fi
 
 echo "==> template functions match functions/"
 if ! .venv/bin/python scripts/check_template_functions.py "$template"; then
+  failed=1
+fi
+
+echo "==> function and key policies are least-privilege"
+if ! .venv/bin/python scripts/check_template_policies.py "$template"; then
   failed=1
 fi
 
