@@ -1,8 +1,9 @@
 """Check that template.yaml deploys exactly the functions of the Cargo workspace.
 
 Every package directory under functions/ must appear in the template as an
-AWS::Serverless::Function built with `rust-cargolambda` from a binary of the same name, and every
-such template function must name a binary that exists under functions/. Each function must also
+AWS::Serverless::Function built with `rust-cargolambda` from a binary of the same name, with its
+package directory as CodeUri, and every such template function must name a binary that exists
+under functions/. Each function must also
 run on provided.al2023 with the Architecture parameter, use its own execution role, write to a log
 group with a retention, and be reachable only through IAM-authorized HTTP API routes.
 
@@ -60,6 +61,13 @@ def check_function(
     if not isinstance(binary, str) or not binary:
         findings.append(f"{where}: Metadata.BuildProperties.Binary must name the function binary")
         binary = None
+
+    code_uri = function_setting(function, globals_function, "CodeUri")
+    if binary is not None and code_uri != f"functions/{binary}":
+        findings.append(
+            f"{where}: CodeUri is {code_uri!r}, expected functions/{binary} so that sam build "
+            f"resolves the features of that package alone"
+        )
 
     runtime = function_setting(function, globals_function, "Runtime")
     if runtime != EXPECTED_RUNTIME:
