@@ -13,6 +13,9 @@ phase() { printf '\n==> %s\n' "$*"; }
 phase "install the local stack's tools (skipped when up to date)"
 bash local/install.sh
 
+phase "template checks: cfn-lint, sam validate --lint, functions and IAM policies"
+bash scripts/check_template.sh
+
 phase "cargo fmt --check"
 cargo fmt --all --check
 
@@ -47,4 +50,11 @@ awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
 
 stop_stack
 started_here=false
+
+phase "conformance: Deno's npm and Python SDKs against the local sandbox server"
+bash local/conformance/run.sh
+
+phase "release build of every function for Lambda (x86_64; the first one takes about 15 minutes)"
+bash scripts/build_functions.sh x86_64
+
 cat local/.state/test-summary.txt
