@@ -634,17 +634,17 @@ mod tests {
         };
         assert_eq!(
             arguments.validate(&config()).expect("default"),
-            Duration::from_secs(25)
+            Duration::from_secs(20)
         );
         arguments.timeout_seconds = Some(3);
         assert_eq!(
             arguments.validate(&config()).expect("explicit"),
             Duration::from_secs(3)
         );
-        arguments.timeout_seconds = Some(26);
+        arguments.timeout_seconds = Some(21);
         assert!(
             message(arguments.validate(&config()))
-                .contains("timeout_seconds 26 exceeds the maximum of 25")
+                .contains("timeout_seconds 21 exceeds the maximum of 20")
         );
         arguments.timeout_seconds = Some(0);
         assert!(message(arguments.validate(&config())).contains("at least 1"));
