@@ -68,8 +68,8 @@ pub struct CommandOutcome {
     pub timed_out: bool,
     /// Whether the streams were still open after the command exited and [`STREAM_GRACE`].
     pub streams_held_open: bool,
-    /// Whether the call stopped waiting [`SHUTDOWN_ALLOWANCE`] past the deadline before the
-    /// exit status was reported, with output possibly still in transit.
+    /// Whether the call stopped reading [`SHUTDOWN_ALLOWANCE`] past the deadline while output
+    /// was still arriving or the exit status was not yet reported.
     pub abandoned: bool,
     /// Time from spawn to result.
     pub duration: Duration,
@@ -161,13 +161,9 @@ pub async fn run_command(
             }
             () = finish_signal(&mut signalling), if signalling.is_some() => {}
             () = sleep_until(hard_stop_at) => {
-                // After an exit the streams are held by a child that keeps printing; before
-                // it, the process or its exit status is stuck behind output in transit.
-                if waiting {
-                    abandoned = true;
-                } else {
-                    streams_held_open = true;
-                }
+                // Output was still arriving: a backlog in transit, or a background child that
+                // keeps printing, which cannot be told apart from here.
+                abandoned = true;
                 stdout.cancel(sandbox);
                 stderr.cancel(sandbox);
                 break;

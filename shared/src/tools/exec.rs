@@ -83,11 +83,15 @@ pub fn describe(outcome: &CommandOutcome, deadline: Duration, include_raw: bool)
         ));
     }
     if outcome.abandoned {
-        notes.push(
-            "the call stopped waiting for the stopped command: output still in transit was \
-             dropped and the exit status may be missing"
+        notes.push(match outcome.status {
+            Some(_) => "the command exited but output was still arriving when the call ran out of \
+                        time (output in transit, or a background process that keeps printing); \
+                        the rest was not captured and the byte counts cover what arrived"
                 .to_owned(),
-        );
+            None => "the call stopped waiting for the stopped command: output still in transit \
+                     was dropped and the exit status is unknown"
+                .to_owned(),
+        });
     }
     if outcome.streams_held_open {
         notes.push(
