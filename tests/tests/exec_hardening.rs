@@ -420,7 +420,8 @@ fn cpu_ticks() -> u64 {
 }
 
 /// Measures peak RSS, throughput and CPU cost of the exec path while a command streams
-/// `MEASURE_BYTES` bytes (default 1 GiB) of zeros. It calls `exec::execute` on a connection, the
+/// `MEASURE_BYTES` bytes (default 1 GiB) of zeros, or runs `MEASURE_COMMAND`, which must print
+/// `MEASURE_BYTES` bytes. It calls `exec::execute` on a connection, the
 /// code the handler runs after authorization, with a 600 s deadline so the whole stream arrives
 /// (the HTTP route caps deadlines at 20 s).
 #[tokio::test]
@@ -438,7 +439,8 @@ async fn measure_stream_memory_and_throughput() {
     let arguments: deno_sandbox_tools::tools::arguments::ExecArguments =
         serde_json::from_value(json!({
             "sandbox_id": sandbox_id,
-            "command": format!("head -c {bytes} /dev/zero"),
+            "command": std::env::var("MEASURE_COMMAND")
+                .unwrap_or_else(|_| format!("head -c {bytes} /dev/zero")),
         }))
         .expect("arguments");
     let before_kib = status_kib("VmHWM");

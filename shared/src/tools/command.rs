@@ -36,11 +36,12 @@ impl Default for CaptureLimits {
 
 /// Time between TERM and KILL for a command past its deadline.
 pub const KILL_GRACE: Duration = Duration::from_millis(1500);
-/// Silence on both output streams, after the command exited, past which a background child
-/// holding the pipes is assumed and the streams are cancelled. Output still in transit resets
-/// it, so a slow link never loses output of a command that finished.
+/// Silence on both output streams after the command exited, past which a background child is
+/// assumed to hold the pipes and the streams are cancelled. Each chunk that still arrives
+/// restarts it, so output in transit is kept until the hard stop at the deadline plus
+/// [`SHUTDOWN_ALLOWANCE`].
 pub const STREAM_GRACE: Duration = Duration::from_millis(1000);
-/// Longest time a call can take past its deadline: the TERM signal (its helper process is waited
+/// Maximum time a call takes past its deadline: the TERM signal (its helper process is waited
 /// for at most [`KILL_GRACE`]), the grace before KILL, the KILL signal, and [`STREAM_GRACE`].
 pub const SHUTDOWN_ALLOWANCE: Duration = Duration::from_millis(3 * 1500 + 1000);
 
@@ -161,8 +162,8 @@ pub async fn run_command(
             }
             () = finish_signal(&mut signalling), if signalling.is_some() => {}
             () = sleep_until(hard_stop_at) => {
-                // Output was still arriving: a backlog in transit, or a background child that
-                // keeps printing, which cannot be told apart from here.
+                // Output was still arriving. It is a backlog in transit or a background child
+                // that keeps printing, and the client cannot distinguish the two.
                 abandoned = true;
                 stdout.cancel(sandbox);
                 stderr.cancel(sandbox);
