@@ -188,6 +188,12 @@ async fn output_flood_is_bounded() {
         "{}",
         counted["note"]
     );
+}
+
+#[tokio::test]
+async fn output_flood_ends_on_time() {
+    let app = stack_app().await;
+    let (caller, sandbox_id) = sandbox(&app, "2m").await;
 
     // NOTE: the local sandbox server delivers about 5 MB/s on a busy two-core machine, so 200 MB
     // outlast the 20 s default deadline here. The call must still end bounded and on time.
@@ -211,6 +217,12 @@ async fn output_flood_is_bounded() {
         assert_eq!(flood["exit_code"], 0);
     }
     assert_eq!(flood["background_output_open"], false, "{}", flood["note"]);
+}
+
+#[tokio::test]
+async fn endless_output_stops_at_deadline() {
+    let app = stack_app().await;
+    let (caller, sandbox_id) = sandbox(&app, "2m").await;
 
     let started = Instant::now();
     let endless = call_ok(
