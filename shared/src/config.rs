@@ -46,8 +46,8 @@ pub const DEFAULT_WORKSPACE_PATH: &str = "/home/app";
 ///
 /// Required: the three table names and the KMS key id. Optional with defaults: the Deno
 /// endpoints (Deno Deploy's public hosts), sandbox lifetimes (20 minutes default, 60 minutes
-/// maximum), command deadlines (25 s default so a call fits in API Gateway's 29 s limit,
-/// 25 s maximum) and the workspace path (`/home/app`). The emulator endpoints are unset in AWS.
+/// maximum), command deadlines (20 s default and maximum, so a call with its kill and stream
+/// grace periods fits in API Gateway's 29 s limit) and the workspace path (`/home/app`). The emulator endpoints are unset in AWS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// DynamoDB table of connections.
@@ -155,11 +155,11 @@ impl Config {
 
         let exec_default_timeout = match optional(EXEC_DEFAULT_TIMEOUT_VAR) {
             Some(value) => parse_seconds(EXEC_DEFAULT_TIMEOUT_VAR, value)?,
-            None => Duration::from_secs(25),
+            None => Duration::from_secs(20),
         };
         let exec_max_timeout = match optional(EXEC_MAX_TIMEOUT_VAR) {
             Some(value) => parse_seconds(EXEC_MAX_TIMEOUT_VAR, value)?,
-            None => Duration::from_secs(25),
+            None => Duration::from_secs(20),
         };
         if exec_default_timeout > exec_max_timeout {
             return Err(ConfigError::Invalid {
@@ -280,7 +280,8 @@ mod tests {
         assert_eq!(config.sandbox_endpoint, None);
         assert_eq!(config.sandbox_default_timeout, Duration::from_secs(1200));
         assert_eq!(config.sandbox_max_timeout, Duration::from_secs(3600));
-        assert_eq!(config.exec_default_timeout, Duration::from_secs(25));
+        assert_eq!(config.exec_default_timeout, Duration::from_secs(20));
+        assert_eq!(config.exec_max_timeout, Duration::from_secs(20));
         assert_eq!(config.workspace_path, "/home/app");
     }
 

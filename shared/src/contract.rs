@@ -244,7 +244,15 @@ pub fn decode_request<A: DeserializeOwned>(body: &[u8]) -> Result<ToolRequest<A>
         ));
     }
     let envelope: RawEnvelope = serde_json::from_slice(body).map_err(|err| {
-        ToolError::invalid_argument(format!("request body is not a valid request: {err}"))
+        if let Some(position) = lone_surrogate_escape(body) {
+            ToolError::invalid_argument(format!(
+                "request body is not valid JSON: the \\u escape at byte {position} is a lone UTF-16 \
+                 surrogate (D800-DFFF without its pair), which has no UTF-8 form; send such \
+                 content base64-encoded with \"encoding\": \"base64\""
+            ))
+        } else {
+            ToolError::invalid_argument(format!("request body is not a valid request: {err}"))
+        }
     })?;
     let context_value = envelope.context.ok_or_else(|| {
         ToolError::invalid_argument(
@@ -274,6 +282,37 @@ pub fn decode_request<A: DeserializeOwned>(body: &[u8]) -> Result<ToolRequest<A>
         }
     })?;
     Ok(ToolRequest { context, arguments })
+}
+
+/// Returns the 1-based byte position of the first `\uXXXX` escape in `body` that is a UTF-16
+/// surrogate without its pair, or `None`. Escaped backslashes are skipped, so `\\ud800` (text)
+/// is not an escape.
+fn lone_surrogate_escape(body: &[u8]) -> Option<usize> {
+    let escape_at = |index: usize| -> Option<u16> {
+        let digits = body.get(index..index + 6)?;
+        if digits[0] != b'\\' || digits[1] != b'u' {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&digits[2..]).ok()?, 16).ok()
+    };
+    let mut index = 0;
+    while index < body.len() {
+        if body[index] != b'\\' {
+            index += 1;
+            continue;
+        }
+        match escape_at(index) {
+            Some(0xD800..=0xDBFF) => match escape_at(index + 6) {
+                Some(0xDC00..=0xDFFF) => index += 12,
+                _ => return Some(index + 1),
+            },
+            Some(0xDC00..=0xDFFF) => return Some(index + 1),
+            Some(_) => index += 6,
+            // Any other escape is two bytes, such as `\\` or `\"`.
+            None => index += 2,
+        }
+    }
+    None
 }
 
 /// Builds the HTTP response for a handler outcome.
@@ -326,6 +365,15 @@ mod tests {
                 sandbox_id: "sbx".into()
             }
         );
+    }
+
+    #[test]
+    fn lone_surrogates_are_found() {
+        assert_eq!(lone_surrogate_escape(br#""a\ud800""#), Some(3));
+        assert_eq!(lone_surrogate_escape(br#""\udc00x""#), Some(2));
+        assert_eq!(lone_surrogate_escape(br#""\ud800\u0041""#), Some(2));
+        assert_eq!(lone_surrogate_escape(br#""\ud83e\udd80 \u00e9""#), None);
+        assert_eq!(lone_surrogate_escape(br#""\\ud800""#), None);
     }
 
     #[test]

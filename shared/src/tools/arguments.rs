@@ -497,14 +497,24 @@ pub fn validate_path(field: &str, path: &str) -> Result<(), ToolError> {
     Ok(())
 }
 
-/// Resolves `path` against the sandbox workspace when it is relative. The result is sent to the
-/// sandbox as it is; no shell sees it.
+/// Resolves `path` against the sandbox workspace when it is relative, and drops `.` and empty
+/// segments, which would make a recursive `mkdir` of the parent fail. `..` segments stay, so the
+/// sandbox's kernel resolves them through any symlinks. No shell sees the result.
 pub fn resolve_path(workspace: &str, path: &str) -> String {
-    if path.starts_with('/') {
+    let joined = if path.starts_with('/') {
         path.to_owned()
     } else {
-        format!("{}/{}", workspace.trim_end_matches('/'), path)
+        format!("{workspace}/{path}")
+    };
+    let segments: Vec<&str> = joined
+        .split('/')
+        .filter(|segment| !segment.is_empty() && *segment != ".")
+        .collect();
+    let mut resolved = format!("/{}", segments.join("/"));
+    if path.ends_with('/') && resolved.len() > 1 {
+        resolved.push('/');
     }
+    resolved
 }
 
 #[cfg(test)]
@@ -634,17 +644,17 @@ mod tests {
         };
         assert_eq!(
             arguments.validate(&config()).expect("default"),
-            Duration::from_secs(25)
+            Duration::from_secs(20)
         );
         arguments.timeout_seconds = Some(3);
         assert_eq!(
             arguments.validate(&config()).expect("explicit"),
             Duration::from_secs(3)
         );
-        arguments.timeout_seconds = Some(26);
+        arguments.timeout_seconds = Some(21);
         assert!(
             message(arguments.validate(&config()))
-                .contains("timeout_seconds 26 exceeds the maximum of 25")
+                .contains("timeout_seconds 21 exceeds the maximum of 20")
         );
         arguments.timeout_seconds = Some(0);
         assert!(message(arguments.validate(&config())).contains("at least 1"));
@@ -712,5 +722,9 @@ mod tests {
             "/home/app/../../tmp/up.txt"
         );
         assert_eq!(resolve_path("/home/app", "/etc/hostname"), "/etc/hostname");
+        assert_eq!(resolve_path("/home/app", "./a/./b//c/."), "/home/app/a/b/c");
+        assert_eq!(resolve_path("/home/app", "out/"), "/home/app/out/");
+        assert_eq!(resolve_path("/home/app", "."), "/home/app");
+        assert_eq!(resolve_path("/", "/"), "/");
     }
 }

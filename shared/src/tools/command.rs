@@ -6,6 +6,8 @@
 //! the sandbox (a second, fixed `bash` script that walks children with `pgrep -P`), because
 //! `processKill` reaches only the shell and leaves its children running.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until};
@@ -34,9 +36,14 @@ impl Default for CaptureLimits {
 
 /// Time between TERM and KILL for a command past its deadline.
 pub const KILL_GRACE: Duration = Duration::from_millis(1500);
-/// Time the output streams may stay open after the command exited, for output still in flight.
-/// Past it, a background child holding the pipes is assumed and the streams are cancelled.
+/// Silence on both output streams after the command exited, past which a background child is
+/// assumed to hold the pipes and the streams are cancelled. Each chunk that still arrives
+/// restarts it, so output in transit is kept until the hard stop at the deadline plus
+/// [`SHUTDOWN_ALLOWANCE`].
 pub const STREAM_GRACE: Duration = Duration::from_millis(1000);
+/// Maximum time a call takes past its deadline: the TERM signal (its helper process is waited
+/// for at most [`KILL_GRACE`]), the grace before KILL, the KILL signal, and [`STREAM_GRACE`].
+pub const SHUTDOWN_ALLOWANCE: Duration = Duration::from_millis(3 * 1500 + 1000);
 
 /// Signals a process and every descendant, deepest first. Run as `bash -c SCRIPT _ PID SIGNAL`;
 /// both arguments are formatted by this module, never taken from the request.
@@ -62,6 +69,9 @@ pub struct CommandOutcome {
     pub timed_out: bool,
     /// Whether the streams were still open after the command exited and [`STREAM_GRACE`].
     pub streams_held_open: bool,
+    /// Whether the call stopped reading [`SHUTDOWN_ALLOWANCE`] past the deadline while output
+    /// was still arriving or the exit status was not yet reported.
+    pub abandoned: bool,
     /// Time from spawn to result.
     pub duration: Duration,
 }
@@ -100,6 +110,13 @@ pub async fn run_command(
     let mut kill_at: Option<Instant> = None;
     let mut give_up_at: Option<Instant> = None;
     let mut streams_held_open = false;
+    // A signal in flight is polled alongside the streams, so output keeps draining into the
+    // bounded captures while the helper process runs.
+    let mut signalling: Option<SignalFuture<'_>> = None;
+    // Output the sandbox already buffered keeps arriving after the process died, and the exit
+    // status comes after it, so a slow link could hold the call long past the deadline.
+    let hard_stop_at = deadline_at + SHUTDOWN_ALLOWANCE;
+    let mut abandoned = false;
 
     loop {
         if !waiting && stdout.done && stderr.done {
@@ -110,12 +127,18 @@ pub async fn run_command(
                 if let Some(bytes) = chunk? {
                     stdout_capture.push(&bytes);
                     combined.push(&bytes);
+                    if !waiting {
+                        give_up_at = Some(Instant::now() + STREAM_GRACE);
+                    }
                 }
             }
             chunk = stderr.next(), if !stderr.done => {
                 if let Some(bytes) = chunk? {
                     stderr_capture.push(&bytes);
                     combined.push(&bytes);
+                    if !waiting {
+                        give_up_at = Some(Instant::now() + STREAM_GRACE);
+                    }
                 }
             }
             exited = &mut wait, if waiting => {
@@ -130,12 +153,21 @@ pub async fn run_command(
             }
             () = sleep_until(deadline_at), if waiting && !timed_out => {
                 timed_out = true;
-                signal_tree(sandbox, pid, "TERM").await?;
+                signalling = Some(Box::pin(signal_tree(sandbox, pid, "TERM")));
                 kill_at = Some(Instant::now() + KILL_GRACE);
             }
             () = sleep_until(kill_at.unwrap_or(deadline_at)), if waiting && kill_at.is_some() => {
                 kill_at = None;
-                signal_tree(sandbox, pid, "KILL").await?;
+                signalling = Some(Box::pin(signal_tree(sandbox, pid, "KILL")));
+            }
+            () = finish_signal(&mut signalling), if signalling.is_some() => {}
+            () = sleep_until(hard_stop_at) => {
+                // Output was still arriving. It is a backlog in transit or a background child
+                // that keeps printing, and the client cannot distinguish the two.
+                abandoned = true;
+                stdout.cancel(sandbox);
+                stderr.cancel(sandbox);
+                break;
             }
             () = sleep_until(give_up_at.unwrap_or(deadline_at)), if !waiting && give_up_at.is_some() => {
                 streams_held_open = true;
@@ -153,13 +185,28 @@ pub async fn run_command(
         combined,
         timed_out,
         streams_held_open,
+        abandoned,
         duration: started.elapsed(),
     })
 }
 
+type SignalFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Runs the signal in flight to its end, or never resolves when there is none.
+async fn finish_signal(signalling: &mut Option<SignalFuture<'_>>) {
+    match signalling.as_mut() {
+        Some(signal) => {
+            signal.await;
+            *signalling = None;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Sends `signal` to `pid` and its descendants from inside the sandbox, and to `pid` through
-/// `processKill` in case `pgrep` is missing there.
-async fn signal_tree(sandbox: &Sandbox, pid: u64, signal: &str) -> Result<(), DenoError> {
+/// `processKill` in case `pgrep` is missing there. A failure is logged, not returned: the
+/// process wait reports whether the process ended, and a lost connection fails the wait too.
+async fn signal_tree(sandbox: &Sandbox, pid: u64, signal: &'static str) {
     let killer = SpawnOptions {
         command: "bash".to_owned(),
         args: vec![
@@ -177,8 +224,9 @@ async fn signal_tree(sandbox: &Sandbox, pid: u64, signal: &str) -> Result<(), De
         }
         Err(error) => tracing::debug!(error = %error, "process tree signal could not be sent"),
     }
-    sandbox.process_kill(pid, &format!("SIG{signal}")).await?;
-    Ok(())
+    if let Err(error) = sandbox.process_kill(pid, &format!("SIG{signal}")).await {
+        tracing::debug!(error = %error, signal, "processKill failed");
+    }
 }
 
 /// One output stream and whether it ended.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::contract::ToolError;
 use crate::deno::{OutputCapture, Sandbox, SpawnOptions};
 use crate::tools::arguments::{ExecArguments, resolve_path};
-use crate::tools::command::{CaptureLimits, CommandOutcome, run_command};
+use crate::tools::command::{CaptureLimits, CommandOutcome, SHUTDOWN_ALLOWANCE, run_command};
 use crate::tools::display::clean_for_display;
 use crate::tools::errors::from_deno;
 
@@ -45,6 +45,20 @@ pub async fn execute(
     Ok(describe(&outcome, deadline, arguments.include_raw))
 }
 
+/// Time from the start of an exec call by which its response must be ready: 27 s, 2 s below
+/// API Gateway's 29 s integration timeout.
+pub const RESPONSE_BUDGET: Duration = Duration::from_secs(27);
+
+/// Returns the deadline a command may have when `spent` of the [`RESPONSE_BUDGET`] is gone: the
+/// requested one, or less so that the deadline plus the worst-case stop
+/// ([`SHUTDOWN_ALLOWANCE`]) still ends within the budget. Never less than 1 s.
+pub fn deadline_within_budget(requested: Duration, spent: Duration) -> Duration {
+    let available = RESPONSE_BUDGET
+        .saturating_sub(spent)
+        .saturating_sub(SHUTDOWN_ALLOWANCE);
+    requested.min(available).max(Duration::from_secs(1))
+}
+
 /// Builds the result fields from a finished command.
 pub fn describe(outcome: &CommandOutcome, deadline: Duration, include_raw: bool) -> Value {
     let stdout = outcome.stdout.render();
@@ -65,8 +79,19 @@ pub fn describe(outcome: &CommandOutcome, deadline: Duration, include_raw: bool)
         notes.push(format!(
             "the command exceeded its {} s deadline and was stopped (TERM, then KILL); output up to \
              that point is shown. Run long jobs in the background (nohup … > log 2>&1 &) and poll the log",
-            deadline.as_secs()
+            deadline.as_secs_f64().round()
         ));
+    }
+    if outcome.abandoned {
+        notes.push(match outcome.status {
+            Some(_) => "the command exited but output was still arriving when the call ran out of \
+                        time (output in transit, or a background process that keeps printing); \
+                        the rest was not captured and the byte counts cover what arrived"
+                .to_owned(),
+            None => "the call stopped waiting for the stopped command: output still in transit \
+                     was dropped and the exit status is unknown"
+                .to_owned(),
+        });
     }
     if outcome.streams_held_open {
         notes.push(
@@ -79,10 +104,14 @@ pub fn describe(outcome: &CommandOutcome, deadline: Duration, include_raw: bool)
     if oom {
         notes.push("the sandbox ran out of memory and the process was killed".to_owned());
     }
-    if stdout.truncated || stderr.truncated {
-        notes.push(
-            "output was longer than the capture limit; the start and end are kept".to_owned(),
-        );
+    let truncated = stdout.truncated || stderr.truncated || combined.truncated;
+    if truncated {
+        notes.push(format!(
+            "output was longer than the capture limit ({} bytes on stdout, {} bytes on stderr); \
+             the first and last 32 KiB of each stream are kept. Redirect long output to a file \
+             and read it with deno_read_file",
+            stdout.total_bytes, stderr.total_bytes
+        ));
     }
 
     let mut result = json!({
@@ -92,6 +121,7 @@ pub fn describe(outcome: &CommandOutcome, deadline: Duration, include_raw: bool)
         "stdout": stdout.text,
         "stderr": stderr.text,
         "output": clean_for_display(&combined.text),
+        "truncated": truncated,
         "stdout_truncated": stdout.truncated,
         "stderr_truncated": stderr.truncated,
         "stdout_bytes": stdout.total_bytes,
@@ -99,6 +129,7 @@ pub fn describe(outcome: &CommandOutcome, deadline: Duration, include_raw: bool)
         "stdout_invalid_utf8": stdout.invalid_utf8,
         "stderr_invalid_utf8": stderr.invalid_utf8,
         "background_output_open": outcome.streams_held_open,
+        "output_abandoned": outcome.abandoned,
         "oom": oom,
         "duration_ms": outcome.duration.as_millis() as u64,
     });
@@ -116,4 +147,23 @@ pub fn describe(outcome: &CommandOutcome, deadline: Duration, include_raw: bool)
 /// the tail joined without a marker, as the `*_truncated` fields say.
 fn raw_base64(capture: &OutputCapture) -> String {
     BASE64.encode(capture.kept_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_shrinks_with_spent_time() {
+        let twenty = Duration::from_secs(20);
+        assert_eq!(deadline_within_budget(twenty, Duration::ZERO), twenty);
+        assert_eq!(
+            deadline_within_budget(twenty, Duration::from_secs(3)),
+            Duration::from_millis(18_500)
+        );
+        assert_eq!(
+            deadline_within_budget(twenty, Duration::from_secs(30)),
+            Duration::from_secs(1)
+        );
+    }
 }

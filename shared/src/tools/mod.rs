@@ -191,12 +191,16 @@ async fn run_exec(
     context: &CallContext,
     arguments: &arguments::ExecArguments,
 ) -> Result<Value, ToolError> {
-    let deadline = arguments.validate(&app.config)?;
+    let started = Instant::now();
+    let requested = arguments.validate(&app.config)?;
     let sandbox_id = arguments::validate_sandbox_id(&arguments.sandbox_id)?;
     let (token, owned) = access::authorize_with_sandbox(app, context, &sandbox_id).await?;
     access::require_running(&owned, OffsetDateTime::now_utc())?;
     let sandbox = access::connect(&app.deno, &token, &sandbox_id).await?;
     drop(token);
+    // A slow authorization or connect shortens the deadline instead of pushing the response
+    // past API Gateway's timeout.
+    let deadline = exec::deadline_within_budget(requested, started.elapsed());
     let result = exec::execute(&sandbox, arguments, deadline, &owned.state.workspace_path).await;
     sandbox.close().await;
     result

@@ -3,6 +3,8 @@
 //! keys it hands out, and a log buffer.
 #![allow(dead_code)]
 
+pub mod calls;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
