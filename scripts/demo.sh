@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the product locally, end to end: installs the local stack's tools, builds the functions,
-# starts DynamoDB Local, the KMS emulator and the local sandbox server, serves the functions with
-# `cargo lambda watch`, and plays an agent session through their HTTP routes
+# Runs the product locally, end to end. It installs the local stack's tools, builds the functions
+# and starts DynamoDB Local, the KMS emulator and the local sandbox server. Then it serves the
+# functions with `cargo lambda watch` and plays an agent session through their HTTP routes
 # (scripts/demo_session.py). Everything listens on 127.0.0.1. Exits non-zero when a step fails.
 #
 #   scripts/demo.sh          run the session, then stop everything it started (also on Ctrl-C)
@@ -33,7 +33,7 @@ esac
 
 phase() { printf '\n==> %s\n' "$*"; }
 
-# Stops the recorded `cargo lambda watch` process group; it also ends the functions it spawned.
+# Stops the recorded `cargo lambda watch` process group, which includes the functions it spawned.
 stop_watch() {
   local pid
   pid=$(cat "$watch_pid_file" 2>/dev/null || true)
@@ -71,7 +71,9 @@ cleanup() {
   else
     echo "demo: the local stack was running before the demo, so it stays up"
   fi
-  if [ "$status" -ne 0 ]; then
+  if [ "$status" -eq 130 ]; then
+    echo "demo: interrupted" >&2
+  elif [ "$status" -ne 0 ]; then
     echo "demo: failed (exit status $status); the functions' log is $state/watch.log" >&2
   fi
 }

@@ -61,7 +61,7 @@ deno run --allow-read=data --allow-write=out report.ts data/orders.csv out/repor
 echo "report: $(wc -c < out/report.json) bytes"
 """
 
-# What report.ts writes for ORDERS_CSV; json.dumps with indent 2 formats like JSON.stringify.
+# Report that report.ts writes for ORDERS_CSV. json.dumps with indent 2 formats like JSON.stringify.
 EXPECTED_REPORT = {"orders": 6, "revenue": {"APAC": 22.5, "EU": 58.2, "US": 91.8}}
 EXPECTED_REPORT_TEXT = json.dumps(EXPECTED_REPORT, indent=2) + "\n"
 
@@ -95,11 +95,11 @@ class Session:
             "tool_call_id": f"call-{self.call_number}",
         }
 
-    def send(self, title: str, function: str, method: str, path: str, body: dict, shown: dict):
-        """Sends one request and prints it and its result; returns (status, body)."""
+    def send(self, title: str, function: str, method: str, path: str, body: dict, displayed: dict):
+        """Sends one request, prints it and its result, and returns the status and the JSON body."""
         self.step_number += 1
         print(f"\n{self.step_number:2}. {title}")
-        print(f"    -> {method} {path} {compact(shown)}")
+        print(f"    -> {method} {path} {compact(displayed)}")
         request = urllib.request.Request(
             f"{self.base}/{function}{path}",
             data=json.dumps(body).encode(),
@@ -113,33 +113,33 @@ class Session:
         except urllib.error.HTTPError as err:
             status, raw = err.code, err.read()
         except OSError as err:
-            raise StepFailed(f"{function} did not answer: {err}") from err
+            raise StepFailed(f"{function} did not respond: {err}") from err
         elapsed_ms = (time.monotonic() - started) * 1000
         try:
-            answer = json.loads(raw)
+            payload = json.loads(raw)
         except ValueError as err:
-            raise StepFailed(f"{function} answered {status} with a body that is not JSON") from err
-        shown_answer = answer.get("result", answer) if isinstance(answer, dict) else answer
-        print(f"    <- {status} in {elapsed_ms:.0f} ms {compact(shown_answer)}")
-        return status, answer
+            raise StepFailed(f"{function} responded {status} with a body that is not JSON") from err
+        shown_payload = payload.get("result", payload) if isinstance(payload, dict) else payload
+        print(f"    <- {status} in {elapsed_ms:.0f} ms {compact(shown_payload)}")
+        return status, payload
 
-    def tool(self, title: str, tool: str, arguments: dict, shown=None, status: int = 200) -> dict:
-        """Calls `tool` and returns its result; checks the HTTP status first."""
-        got, answer = self.send(
+    def tool(self, title: str, tool: str, arguments: dict, displayed=None, status: int = 200) -> dict:
+        """Calls `tool`, checks the HTTP status and returns the result (the whole body for errors)."""
+        got, payload = self.send(
             title,
             tool,
             "POST",
             f"/tools/{tool}",
             {"context": self.context(), "arguments": arguments},
-            arguments if shown is None else shown,
+            arguments if displayed is None else displayed,
         )
         expect(got == status, f"expected HTTP {status}, got {got}")
-        return answer.get("result", answer) if status == 200 else answer
+        return payload.get("result", payload) if status == 200 else payload
 
 
-def run_session(session: Session, token: str) -> list:
-    """Plays the session; returns nothing useful, raises StepFailed on the first wrong result."""
-    status, answer = session.send(
+def run_session(session: Session, token: str) -> None:
+    """Plays the session and raises StepFailed at the first wrong result."""
+    status, payload = session.send(
         "enable the Deno capability for the organization (as its administrator)",
         "deno_capability_admin",
         "PUT",
@@ -148,9 +148,9 @@ def run_session(session: Session, token: str) -> list:
         {"enabled": True, "by": ADMIN_ID},
     )
     expect(status == 200, f"expected HTTP 200, got {status}")
-    expect(answer["result"]["enabled"] is True, "capability is not enabled")
+    expect(payload["result"]["enabled"] is True, "capability is not enabled")
 
-    status, answer = session.send(
+    status, payload = session.send(
         "connect the organization's Deno token (as the user)",
         "deno_connection",
         "PUT",
@@ -159,25 +159,30 @@ def run_session(session: Session, token: str) -> list:
         {"token": "<LOCAL_DENO_TOKEN from local/.state/stack.env>"},
     )
     expect(status == 200, f"expected HTTP 200, got {status}")
-    expect(answer["result"]["status"] == "connected", "connection status is not connected")
-    expect(token not in compact(answer), "the response contains the token")
+    expect(payload["result"]["status"] == "connected", "connection status is not connected")
+    expect(token not in compact(payload), "the response contains the token")
 
-    report = session.tool("create the sandbox for the report", "deno_create_sandbox", {"title": "report", "timeout": "10m"})
+    report = session.tool(
+        "create the sandbox for the report", "deno_create_sandbox", {"title": "report", "timeout": "10m"}
+    )
     expect(report["status"] == "running", "new sandbox is not running")
     expect(590 <= report["expires_in_seconds"] <= 600, "a 10m sandbox does not expire in 10 minutes")
     report_id = report["sandbox_id"]
 
-    scratch = session.tool("create a second sandbox", "deno_create_sandbox", {"title": "scratch", "timeout": "5m"})
+    scratch = session.tool(
+        "create a second sandbox", "deno_create_sandbox", {"title": "scratch", "timeout": "5m"}
+    )
     expect(scratch["status"] == "running", "new sandbox is not running")
     scratch_id = scratch["sandbox_id"]
     expect(scratch_id != report_id, "both sandboxes have the same id")
 
     for path, content in (("data/orders.csv", ORDERS_CSV), ("report.ts", REPORT_TS), ("run.sh", RUN_SH)):
         arguments = {"sandbox_id": report_id, "path": path, "content": content}
-        shown = dict(arguments, content=f"<{content.count(chr(10))} lines>")
-        written = session.tool(f"write {path} into the report sandbox", "deno_write_file", arguments, shown)
+        displayed = dict(arguments, content=f"<{content.count(chr(10))} lines>")
+        title = f"write {path} into the report sandbox"
+        written = session.tool(title, "deno_write_file", arguments, displayed)
         print("\n".join(f"       | {line}" for line in content.splitlines()))
-        expect(written["bytes_written"] == len(content.encode()), "bytes_written differs from the content's size")
+        expect(written["bytes_written"] == len(content.encode()), "bytes_written differs from the size")
         expect(written["path"] == f"/home/app/{path}", "the file was not written under /home/app")
 
     ran = session.tool(
@@ -190,7 +195,9 @@ def run_session(session: Session, token: str) -> list:
     expect(ran["stdout"] == expected_stdout, f"stdout {ran['stdout']!r}, expected {expected_stdout!r}")
     expect(ran["timed_out"] is False, "the command timed out")
 
-    read = session.tool("read the report back", "deno_read_file", {"sandbox_id": report_id, "path": "out/report.json"})
+    read = session.tool(
+        "read the report back", "deno_read_file", {"sandbox_id": report_id, "path": "out/report.json"}
+    )
     expect(read["content"] == EXPECTED_REPORT_TEXT, f"report content {read['content']!r}")
     expect(json.loads(read["content"]) == EXPECTED_REPORT, "report totals are wrong")
     expect(read["truncated"] is False, "the read was truncated")
@@ -201,7 +208,8 @@ def run_session(session: Session, token: str) -> list:
         {"sandbox_id": scratch_id, "command": "deno run report.ts", "env": {"NO_COLOR": "1"}},
     )
     expect(failed["exit_code"] == 1, f"exit code {failed['exit_code']}, expected 1")
-    expect('Module not found "file:///home/app/report.ts"' in failed["stderr"], f"stderr {failed['stderr']!r}")
+    missing = 'Module not found "file:///home/app/report.ts"'
+    expect(missing in failed["stderr"], f"stderr {failed['stderr']!r}")
     print(f"       exit code {failed['exit_code']}, stderr: {failed['stderr'].strip()}")
 
     listed = session.tool("list the session's sandboxes", "deno_list_sandboxes", {})
@@ -215,7 +223,8 @@ def run_session(session: Session, token: str) -> list:
         "deno_manage_sandbox",
         {"sandbox_id": report_id, "action": "extend", "duration": "20m"},
     )
-    expect(1190 <= extended["expires_in_seconds"] <= 1200, f"expires in {extended['expires_in_seconds']} s, expected 1200")
+    remaining = extended["expires_in_seconds"]
+    expect(1190 <= remaining <= 1200, f"expires in {remaining} s, expected 1200")
     expect(extended["status"] == "running", "the extended sandbox is not running")
 
     for sandbox_id in (report_id, scratch_id):
@@ -232,24 +241,31 @@ def run_session(session: Session, token: str) -> list:
     expect(listed["count"] == 2, f"count {listed['count']}, expected 2")
     expect(all(sandbox["status"] == "deleted" for sandbox in listed["sandboxes"]), "a sandbox is not deleted")
 
-    gone = session.tool(
+    on_deleted = session.tool(
         "run a command in the deleted sandbox",
         "deno_exec",
         {"sandbox_id": report_id, "command": "true"},
         status=404,
     )
-    expect(gone["error"]["code"] == "sandbox_not_found", f"error code {gone['error']['code']}")
-    return [report_id, scratch_id]
+    expect(on_deleted["error"]["code"] == "sandbox_not_found", f"error code {on_deleted['error']['code']}")
 
 
 def keep_sandbox(session: Session, port: int, event_dir: str) -> None:
     """Creates a sandbox for interactive use and prints how to call deno_exec on it."""
-    kept = session.tool("create a sandbox for interactive use", "deno_create_sandbox", {"title": "interactive", "timeout": "60m"})
-    sandbox_id = kept["sandbox_id"]
+    interactive = session.tool(
+        "create a sandbox for interactive use",
+        "deno_create_sandbox",
+        {"title": "interactive", "timeout": "60m"},
+    )
+    sandbox_id = interactive["sandbox_id"]
     session.tool(
         "write hello.ts into it",
         "deno_write_file",
-        {"sandbox_id": sandbox_id, "path": "hello.ts", "content": 'console.log(`hello from ${Deno.cwd()}`);\n'},
+        {
+            "sandbox_id": sandbox_id,
+            "path": "hello.ts",
+            "content": 'console.log(`hello from ${Deno.cwd()}`);\n',
+        },
     )
     body = {
         "context": {"org_id": ORG_ID, "user_id": USER_ID, "session_id": session.session_id},
@@ -297,7 +313,13 @@ def api_gateway_event(function: str, method: str, path: str, body: dict) -> dict
             "apiId": "local",
             "domainName": "localhost",
             "domainPrefix": "localhost",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "cargo-lambda"},
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "cargo-lambda",
+            },
             "requestId": f"demo-{function}",
             "routeKey": route,
             "stage": "$default",
@@ -312,15 +334,20 @@ def api_gateway_event(function: str, method: str, path: str, body: dict) -> dict
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True, help="port of cargo lambda watch on 127.0.0.1")
-    parser.add_argument("--keep-sandbox", metavar="EVENT_DIR", help="leave one sandbox running and write an event file here")
+    parser.add_argument(
+        "--keep-sandbox", metavar="EVENT_DIR", help="leave one sandbox running and write an event file here"
+    )
     options = parser.parse_args()
     token = os.environ.get("LOCAL_DENO_TOKEN")
     if not token:
-        print("demo: LOCAL_DENO_TOKEN is not set; load local/.state/stack.env after stack.py start --sandbox-server", file=sys.stderr)
+        print(
+            "demo: LOCAL_DENO_TOKEN is not set; load local/.state/stack.env after stack.py start --sandbox-server",
+            file=sys.stderr,
+        )
         return 2
 
     session = Session(options.port)
-    print(f"Agent session {session.session_id} of {USER_ID} in {ORG_ID}, through http://127.0.0.1:{options.port}")
+    print(f"Agent session {session.session_id} of {USER_ID} in {ORG_ID} on http://127.0.0.1:{options.port}")
     started = time.monotonic()
     try:
         run_session(session, token)
@@ -331,6 +358,10 @@ def main() -> int:
         sys.stdout.flush()
         print(f"\nFAILED at step {session.step_number}: {failure}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        print(f"\ninterrupted at step {session.step_number}", file=sys.stderr)
+        return 130
     except (KeyError, TypeError) as err:
         sys.stdout.flush()
         print(f"\nFAILED at step {session.step_number}: the result lacks {err}", file=sys.stderr)
