@@ -84,12 +84,8 @@ trap 'exit 143' TERM
 phase "install the local stack's tools (first run: 2-4 minutes; later runs: a second)"
 bash local/install.sh
 
-target_dir=${CARGO_TARGET_DIR:-$root/target}
-if [ -x "$target_dir/debug/deno_exec" ]; then
-  phase "build the functions and the sandbox server (incremental: seconds to a minute)"
-else
-  phase "build the functions and the sandbox server (first build: about 6-15 minutes on two cores)"
-fi
+# cargo shows a progress bar with the number of crates built so far when stderr is a terminal.
+phase "build the functions and the sandbox server (from scratch: about 6-15 minutes on two cores; afterwards: seconds to a minute)"
 cargo build --workspace --bins
 
 phase "start the local stack"
