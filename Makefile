@@ -1,9 +1,15 @@
 # Entry points named in the README. Each target is a thin wrapper over a script, so the commands
 # also work without make.
-.PHONY: demo test stack-start stack-stop
+.PHONY: demo demo-keep demo-stop test stack-start stack-stop
 
 demo:
 	bash scripts/demo.sh
+
+demo-keep:
+	bash scripts/demo.sh --keep
+
+demo-stop:
+	bash scripts/demo.sh --stop
 
 test:
 	bash scripts/test.sh

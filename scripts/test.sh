@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, the unit tests and the integration tests against
-# the local stack, which it starts on loopback and stops again. This is the README's test command
-# and what CI runs.
+# the local stack, which it starts on loopback and stops again, and finally the demo
+# (scripts/demo.sh). This is the README's test command and what CI runs.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,6 +50,7 @@ awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
 
 stop_stack
 started_here=false
+trap - EXIT
 
 phase "conformance: Deno's npm and Python SDKs against the local sandbox server"
 bash local/conformance/run.sh
@@ -57,4 +58,16 @@ bash local/conformance/run.sh
 phase "release build of every function for Lambda (x86_64; the first one takes about 15 minutes)"
 bash scripts/build_functions.sh x86_64
 
+# Last: the demo, which plays a whole agent session through the functions under
+# `cargo lambda watch`. It starts and stops its own stack on the same ports (or reuses a stack
+# that was running before this script) and exits non-zero when a step's result is wrong.
+phase "make demo: an agent session through the functions' HTTP routes"
+demo_status=0
+bash scripts/demo.sh || demo_status=$?
+
 cat local/.state/test-summary.txt
+if [ "$demo_status" -ne 0 ]; then
+  echo "demo: failed (exit status $demo_status)"
+  exit "$demo_status"
+fi
+echo "demo: every step succeeded"

@@ -145,6 +145,8 @@ async fn agent_session_end_to_end() {
         .as_i64()
         .unwrap_or_default();
     assert!((1190..=1200).contains(&remaining), "{extended}");
+    // The local server grants exactly the requested stop time, so no shortfall note.
+    assert!(extended["result"].get("note").is_none(), "{extended}");
 
     let (status, deleted) = call(
         &app,

@@ -210,7 +210,10 @@ async fn connection_copied_to_other_user_fails() {
 async fn admin_switch_gates_tool_calls() {
     let app = stack_app().await;
     let caller = Caller::new();
-    let tool_body = caller.body(Some(json!({ "sandbox_id": "sbx-1", "command": "true" })));
+    // A well-formed id, so the request passes argument validation and reaches the switch.
+    let tool_body = caller.body(Some(
+        json!({ "sandbox_id": "sbx_ord_0000000000000000000a", "command": "true" }),
+    ));
 
     // Never enabled: tools are refused.
     let rejected = tools::handle_http(
@@ -263,7 +266,7 @@ async fn admin_switch_gates_tool_calls() {
     assert_eq!(body["result"]["previously_enabled"], true);
     let rejected = tools::handle_http(
         &app,
-        Tool::CreateSandbox,
+        Tool::Exec,
         lambda_http::Request::new(lambda_http::Body::Text(tool_body)),
     )
     .await;

@@ -177,9 +177,12 @@ async fn extend_one(
     now: OffsetDateTime,
 ) -> Result<Value, ToolError> {
     let requested = now + extension;
+    // Deno works in whole milliseconds, so the shortfall check compares milliseconds too; a
+    // grant of exactly the requested time is not shorter than the nanosecond `requested`.
+    let requested_ms = unix_ms(requested);
     let granted_ms = app
         .deno
-        .extend_timeout(token, sandbox_id, unix_ms(requested))
+        .extend_timeout(token, sandbox_id, requested_ms)
         .await
         .map_err(from_deno)?;
     let granted = OffsetDateTime::from_unix_timestamp_nanos(i128::from(granted_ms) * 1_000_000)
@@ -201,7 +204,7 @@ async fn extend_one(
     app.sandboxes.update(&record, expected).await?;
 
     let mut result = describe(&OwnedSandbox { record, state }, now);
-    if granted < requested {
+    if granted_ms < requested_ms {
         result["note"] = json!(format!(
             "Deno granted a shorter extension than requested (until {}); it allows at most 30 minutes per call",
             format_time(granted)
