@@ -30,6 +30,10 @@ const CLOSE_INVALID_JSON: u16 = 4000;
 const CLOSE_INVALID_JSON_RPC: u16 = 4001;
 /// Time the writer gets to send the last frames (such as a close frame) after the connection ends.
 const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+/// Next id of a server-produced stream. The ids are unique across all connections because the npm
+/// SDK (0.13.2) keeps server-produced streams in one process-wide table, so two sandboxes opened from
+/// one Node process would otherwise mix their output.
+static NEXT_SERVER_STREAM: AtomicU64 = AtomicU64::new(1);
 /// Frames queued for the writer before senders wait.
 const OUTGOING_QUEUE: usize = 1024;
 
@@ -54,7 +58,6 @@ struct Connection {
     client_streams: Mutex<HashMap<u64, ClientStream>>,
     /// Server-produced streams the client cancelled.
     cancelled: Mutex<HashSet<u64>>,
-    next_stream: AtomicU64,
     /// Abortable requests by `abortId`.
     aborts: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     /// Request and output tasks, aborted when the connection ends so none outlives it.
@@ -135,7 +138,6 @@ where
         out: out.clone(),
         client_streams: Mutex::new(HashMap::new()),
         cancelled: Mutex::new(HashSet::new()),
-        next_stream: AtomicU64::new(1),
         aborts: Mutex::new(HashMap::new()),
         tasks: Mutex::new(Vec::new()),
     });
@@ -503,7 +505,7 @@ impl Connection {
             if mode == Output::Piped {
                 let (sender, receiver) = mpsc::unbounded_channel();
                 *slot = Some(sender);
-                forwarders.push((self.next_stream.fetch_add(1, Ordering::Relaxed), receiver));
+                forwarders.push((NEXT_SERVER_STREAM.fetch_add(1, Ordering::Relaxed), receiver));
             } else {
                 forwarders.push((0, mpsc::unbounded_channel().1));
             }
