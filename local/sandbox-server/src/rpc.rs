@@ -60,6 +60,8 @@ struct Connection {
     cancelled: Mutex<HashSet<u64>>,
     /// Abortable requests by `abortId`.
     aborts: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    /// Pause between a spawn response and the first notification of its output streams.
+    stream_delay: std::time::Duration,
     /// Request and output tasks, aborted when the connection ends so none outlives it.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -117,8 +119,14 @@ fn parse<T: for<'de> Deserialize<'de>>(params: Value) -> Result<T, Reply> {
 
 /// Serves one upgraded connection until either side closes it or the sandbox stops.
 /// When `creator` is set and the sandbox is a session sandbox, closing ends the sandbox.
-pub async fn serve<S>(socket: WebSocketStream<S>, sandbox: Arc<Sandbox>, creator: bool)
-where
+///
+/// `stream_delay` holds back the first notification of every output stream; see [`stream_delay`].
+pub async fn serve<S>(
+    socket: WebSocketStream<S>,
+    sandbox: Arc<Sandbox>,
+    creator: bool,
+    stream_delay: std::time::Duration,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut stream) = socket.split();
@@ -140,6 +148,7 @@ where
         cancelled: Mutex::new(HashSet::new()),
         aborts: Mutex::new(HashMap::new()),
         tasks: Mutex::new(Vec::new()),
+        stream_delay,
     });
     let mut stopped = sandbox.stopped();
 
@@ -214,6 +223,22 @@ where
     }
     if creator && sandbox.session {
         sandbox.terminate("creating connection closed").await;
+    }
+}
+
+/// Returns the pause before output streams for a client with this `User-Agent`.
+///
+/// The Python SDK (deno-sandbox 0.16.0) registers its stream readers only after its listener has
+/// moved on from the spawn response, and it drops data for streams it does not know yet. Output
+/// that arrives in the same read as the response is therefore lost. Its `websockets` library
+/// identifies itself in `User-Agent`, and a short pause gives the SDK time to register. The npm SDK
+/// buffers early data itself and sends no `User-Agent`, so it gets no pause.
+pub fn stream_delay(user_agent: Option<&str>) -> std::time::Duration {
+    // NOTE: 20 ms is an estimate that held in local runs; a Python client stalled for longer
+    // still loses output.
+    match user_agent {
+        Some(agent) if agent.contains("websockets/") => std::time::Duration::from_millis(20),
+        _ => std::time::Duration::ZERO,
     }
 }
 
@@ -558,6 +583,9 @@ impl Connection {
         mut receiver: mpsc::UnboundedReceiver<Chunk>,
     ) {
         let notification = |method: &str, params: Value| json!({ "jsonrpc": "2.0", "method": method, "params": params });
+        if !self.stream_delay.is_zero() {
+            tokio::time::sleep(self.stream_delay).await;
+        }
         if !self
             .send(notification(
                 "$sandbox.stream.start",
@@ -653,4 +681,17 @@ async fn forward_stdin(
         }
     }
     sandbox.notify_agent(&json!({ "op": "stdinEnd", "pid": pid }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_python_clients_get_stream_delay() {
+        let python = stream_delay(Some("Python/3.11 websockets/15.0.1"));
+        assert_eq!(python, std::time::Duration::from_millis(20));
+        assert_eq!(stream_delay(None), std::time::Duration::ZERO);
+        assert_eq!(stream_delay(Some("node")), std::time::Duration::ZERO);
+    }
 }

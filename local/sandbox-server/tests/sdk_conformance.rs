@@ -10,6 +10,9 @@ use std::path::PathBuf;
 
 use common::{Server, TOKEN};
 
+/// Maximum time one suite may run; both take a few seconds normally.
+const SUITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 fn repository_root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
@@ -23,14 +26,17 @@ async fn run_suite(server: &Server, program: &str, args: &[&str], working_dir: P
         program.display()
     );
     let endpoint = server.http("");
-    let output = tokio::process::Command::new(&program)
+    let command = tokio::process::Command::new(&program)
         .args(args)
         .current_dir(working_dir)
         .env("DENO_SANDBOX_ENDPOINT", &endpoint)
         .env("DENO_DEPLOY_ENDPOINT", &endpoint)
         .env("DENO_DEPLOY_TOKEN", TOKEN)
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(SUITE_TIMEOUT, command)
         .await
+        .unwrap_or_else(|_| panic!("{} {args:?} did not finish in time", program.display()))
         .unwrap();
     assert!(
         output.status.success(),
@@ -57,12 +63,15 @@ async fn npm_sdk_suite_passes() {
 #[tokio::test]
 async fn python_sdk_suite_passes() {
     let server = Server::start().await;
+    // faulthandler prints every thread's stack if one test hangs, which the failure message shows.
     let args = [
         "-m",
         "pytest",
-        "-q",
+        "-v",
         "-p",
         "no:cacheprovider",
+        "-o",
+        "faulthandler_timeout=60",
         "local/conformance/test_python_sdk.py",
     ];
     run_suite(&server, ".venv/bin/python", &args, repository_root()).await;
