@@ -188,12 +188,13 @@ impl Registry {
         })
     }
 
-    /// Returns the running sandbox `id` if `owner` created it.
+    /// Returns the running sandbox `id` if `owner` created it. A sandbox that is stopping counts as
+    /// gone, because its connections may close before it leaves the registry.
     pub fn get(&self, id: &str, owner: usize) -> Option<Arc<Sandbox>> {
         let running = self.running.lock().ok()?;
         running
             .get(id)
-            .filter(|sandbox| sandbox.owner == owner)
+            .filter(|sandbox| sandbox.owner == owner && !*sandbox.stopped.borrow())
             .cloned()
     }
 
