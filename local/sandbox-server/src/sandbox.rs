@@ -123,7 +123,7 @@ fn iso(moment: OffsetDateTime) -> String {
     crate::fsops::iso(seconds, rest)
 }
 
-/// Current time in Unix milliseconds.
+/// Returns the current time in Unix milliseconds.
 pub fn now_ms() -> i64 {
     i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
@@ -225,7 +225,7 @@ impl Registry {
             .unwrap_or_default()
     }
 
-    /// Number of running sandboxes.
+    /// Returns the number of running sandboxes.
     pub fn running_count(&self) -> usize {
         self.running
             .lock()
