@@ -15,7 +15,8 @@ function summary(samples) {
   return `p50 ${percentile(samples, 0.5).toFixed(1)} ms, p95 ${percentile(samples, 0.95).toFixed(1)} ms (n=${samples.length})`;
 }
 
-// 1. Create to ready: from the create call until the first RPC (`true`) has completed.
+// 1. Create to ready: until Sandbox.create resolves. The server sends the 101 response only after
+//    the sandbox's agent has replied, so the sandbox accepts commands from then on.
 const createTimes = [];
 for (let i = 0; i < creates; i++) {
   const started = performance.now();

@@ -172,9 +172,68 @@ impl Agent {
     }
 }
 
+/// First argument that starts this binary in exec-child mode.
+pub const EXEC_CHILD: &str = "exec-child";
+
+/// Raises the OOM score of the current process and replaces it with `program`, passing `arg0` and
+/// `args`. Returns the exit code only when the program cannot be executed.
+///
+/// Spawned processes get a higher OOM score so the OOM killer picks them before the agent and
+/// bubblewrap, whose death would end the sandbox. (Lowering the agent's own score would need
+/// CAP_SYS_RESOURCE.)
+pub fn exec_child(program: &str, arg0: &str, args: &[String]) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let _ = std::fs::write("/proc/self/oom_score_adj", CHILD_OOM_SCORE_ADJ);
+    let error = std::process::Command::new(program)
+        .arg0(arg0)
+        .args(args)
+        .exec();
+    eprintln!("{arg0}: {error}");
+    // Shells use 126 for a program that exists but cannot be executed.
+    126
+}
+
+/// Finds `command` the way execvp would: a name with a slash is used as given (relative to `cwd`),
+/// other names are searched in `path`. Returns `None` when no such file exists.
+fn resolve_program(command: &str, path: Option<&String>, cwd: Option<&str>) -> Option<String> {
+    if command.contains('/') {
+        let candidate = match cwd {
+            Some(cwd) if !command.starts_with('/') => {
+                format!("{}/{command}", cwd.trim_end_matches('/'))
+            }
+            _ => command.to_string(),
+        };
+        return std::path::Path::new(&candidate)
+            .is_file()
+            .then_some(candidate);
+    }
+    path?
+        .split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| format!("{}/{command}", dir.trim_end_matches('/')))
+        .find(|candidate| std::path::Path::new(candidate).is_file())
+}
+
 fn spawn_process(agent: &Arc<Agent>, spawn: SpawnRequest) -> Value {
-    let mut command = tokio::process::Command::new(&spawn.command);
+    let Some(program) =
+        resolve_program(&spawn.command, spawn.env.get("PATH"), spawn.cwd.as_deref())
+    else {
+        const ENOENT: i32 = 2;
+        let error = std::io::Error::from_raw_os_error(ENOENT);
+        return json!({ "error": errors::from_io(&error, "spawn", &spawn.command) });
+    };
+    let launcher = match std::env::current_exe() {
+        Ok(launcher) => launcher,
+        Err(error) => return json!({ "error": errors::from_io(&error, "spawn", &spawn.command) }),
+    };
+
+    // The process starts as this binary in exec-child mode, which raises its own OOM score and
+    // then executes the program, so even its first fork inherits the raised score.
+    let mut command = tokio::process::Command::new(launcher);
     command
+        .arg(EXEC_CHILD)
+        .arg(&program)
+        .arg(&spawn.command)
         .args(&spawn.args)
         .env_clear()
         .envs(&spawn.env)
@@ -205,13 +264,6 @@ fn spawn_process(agent: &Arc<Agent>, spawn: SpawnRequest) -> Value {
     let Some(pid) = child.id() else {
         return json!({ "error": errors::serialized("Error", None, "process exited during spawn") });
     };
-
-    // Raising the OOM score of every spawned process makes the OOM killer pick them before the
-    // agent and bubblewrap, whose death would end the sandbox. (Lowering the agent's own score
-    // would need CAP_SYS_RESOURCE.) NOTE: a grandchild forked before this write keeps score 0.
-    // The write fails for a process that already exited, because its /proc files then belong to
-    // the unmapped host root, and such a process needs no score.
-    let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), CHILD_OOM_SCORE_ADJ);
 
     // The reply is queued before any event of this pid, because the caller sends it right after
     // this function returns and the reader tasks below only run once the caller yields.

@@ -1,9 +1,9 @@
 //! File-system methods, executed by the agent inside the sandbox.
 //!
-//! Decision: the agent runs as the sandbox user inside the sandbox's mount namespace, so every
-//! path (relative ones against the workspace, which is the agent's working directory, `..` and
-//! symlinks included) resolves exactly as it would for a process in the sandbox. Host files outside
-//! the sandbox's mounts cannot be named at all, and permissions are the sandbox user's.
+//! Decision: the agent runs as the sandbox user inside the sandbox's mount namespace. So every
+//! path resolves exactly as it would for a process in the sandbox, including `..` and symlinks,
+//! and relative paths start at the workspace, which is the agent's working directory. Host files
+//! outside the sandbox's mounts cannot be named at all, and permissions are the sandbox user's.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};

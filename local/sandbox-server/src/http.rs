@@ -184,6 +184,12 @@ fn upgrade(
     sandbox: Arc<crate::sandbox::Sandbox>,
     creator: bool,
 ) -> HttpResponse {
+    let stream_delay = rpc::stream_delay(
+        request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok()),
+    );
     let on_upgrade = hyper::upgrade::on(&mut request);
     let id = sandbox.id.clone();
     tokio::spawn(async move {
@@ -192,7 +198,7 @@ fn upgrade(
                 let socket =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
-                rpc::serve(socket, sandbox, creator).await;
+                rpc::serve(socket, sandbox, creator, stream_delay).await;
             }
             Err(error) => {
                 tracing::warn!(sandbox_id = %sandbox.id, error = %error, "websocket upgrade failed");

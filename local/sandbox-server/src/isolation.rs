@@ -137,6 +137,7 @@ pub fn preflight() -> Result<CgroupVersion, PreflightError> {
         // Child groups only get memory.max and pids.max when the parent delegates both controllers.
         write(&root.join("cgroup.subtree_control"), "+memory +pids")?;
         write(&parent.join("cgroup.subtree_control"), "+memory +pids")?;
+        remove_stale_groups(&parent);
         return Ok(CgroupVersion::V2);
     }
 
@@ -165,7 +166,42 @@ pub fn preflight() -> Result<CgroupVersion, PreflightError> {
         }
         create_dir(&mount.join(CGROUP_GROUP))?;
     }
+    // Memory directories change their timestamps while the kernel updates them, so the age test
+    // uses the pids groups, and a memory group goes once its pids group is gone.
+    let pids_parent = root.join("pids").join(CGROUP_GROUP);
+    remove_stale_groups(&pids_parent);
+    if let Ok(entries) = std::fs::read_dir(root.join("memory").join(CGROUP_GROUP)) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with("sbx_") && !pids_parent.join(&name).exists() {
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+    }
     Ok(CgroupVersion::V1)
+}
+
+/// Age after which an empty sandbox cgroup counts as left behind by a stopped server. Younger ones
+/// may belong to a sandbox that another server on this host is starting right now.
+const STALE_GROUP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes empty sandbox cgroups older than [`STALE_GROUP_AGE`]. The kernel refuses to remove a
+/// cgroup that still has processes, so running sandboxes of other servers keep theirs.
+fn remove_stale_groups(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > STALE_GROUP_AGE);
+        if stale && entry.file_name().to_string_lossy().starts_with("sbx_") {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
 }
 
 fn create_dir(path: &Path) -> Result<(), PreflightError> {
@@ -210,6 +246,10 @@ impl Cgroup {
         };
         match version {
             CgroupVersion::V1 => {
+                // The pids group comes first: startup cleanup removes memory groups without one.
+                let pids = cgroup.pids_dir();
+                std::fs::create_dir(&pids)?;
+                std::fs::write(pids.join("pids.max"), pids_max.to_string())?;
                 let memory = cgroup.memory_dir();
                 std::fs::create_dir(&memory)?;
                 std::fs::write(
@@ -221,9 +261,6 @@ impl Cgroup {
                     memory.join("memory.memsw.limit_in_bytes"),
                     memory_bytes.to_string(),
                 );
-                let pids = cgroup.pids_dir();
-                std::fs::create_dir(&pids)?;
-                std::fs::write(pids.join("pids.max"), pids_max.to_string())?;
             }
             CgroupVersion::V2 => {
                 let dir = cgroup.memory_dir();

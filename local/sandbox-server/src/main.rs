@@ -1,7 +1,8 @@
 //! Local stand-in for Deno Deploy's sandbox service, with bubblewrap and cgroup isolation.
 //!
 //! `deno-sandbox-local` serves the sandbox and console APIs on 127.0.0.1; the same binary run as
-//! `deno-sandbox-local agent` is the agent that bubblewrap starts inside every sandbox.
+//! `deno-sandbox-local agent` is the agent that bubblewrap starts inside every sandbox, and
+//! `deno-sandbox-local exec-child` the launcher the agent starts each sandbox process through.
 
 mod agent;
 mod config;
@@ -20,8 +21,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("agent") {
-        std::process::exit(agent::run());
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("agent") => std::process::exit(agent::run()),
+        Some(agent::EXEC_CHILD) if args.len() >= 4 => {
+            std::process::exit(agent::exec_child(&args[2], &args[3], &args[4..]));
+        }
+        _ => {}
     }
     tracing_subscriber::fmt()
         .with_env_filter(

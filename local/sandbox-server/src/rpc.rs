@@ -30,6 +30,10 @@ const CLOSE_INVALID_JSON: u16 = 4000;
 const CLOSE_INVALID_JSON_RPC: u16 = 4001;
 /// Time the writer gets to send the last frames (such as a close frame) after the connection ends.
 const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+/// Next id of a server-produced stream. The ids are unique across all connections because the npm
+/// SDK (0.13.2) keeps server-produced streams in one process-wide table, so two sandboxes opened from
+/// one Node process would otherwise mix their output.
+static NEXT_SERVER_STREAM: AtomicU64 = AtomicU64::new(1);
 /// Frames queued for the writer before senders wait.
 const OUTGOING_QUEUE: usize = 1024;
 
@@ -54,9 +58,10 @@ struct Connection {
     client_streams: Mutex<HashMap<u64, ClientStream>>,
     /// Server-produced streams the client cancelled.
     cancelled: Mutex<HashSet<u64>>,
-    next_stream: AtomicU64,
     /// Abortable requests by `abortId`.
     aborts: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    /// Pause between a spawn response and the first notification of its output streams.
+    stream_delay: std::time::Duration,
     /// Request and output tasks, aborted when the connection ends so none outlives it.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -114,8 +119,14 @@ fn parse<T: for<'de> Deserialize<'de>>(params: Value) -> Result<T, Reply> {
 
 /// Serves one upgraded connection until either side closes it or the sandbox stops.
 /// When `creator` is set and the sandbox is a session sandbox, closing ends the sandbox.
-pub async fn serve<S>(socket: WebSocketStream<S>, sandbox: Arc<Sandbox>, creator: bool)
-where
+///
+/// `stream_delay` holds back the first notification of every output stream; see [`stream_delay`].
+pub async fn serve<S>(
+    socket: WebSocketStream<S>,
+    sandbox: Arc<Sandbox>,
+    creator: bool,
+    stream_delay: std::time::Duration,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut stream) = socket.split();
@@ -135,9 +146,9 @@ where
         out: out.clone(),
         client_streams: Mutex::new(HashMap::new()),
         cancelled: Mutex::new(HashSet::new()),
-        next_stream: AtomicU64::new(1),
         aborts: Mutex::new(HashMap::new()),
         tasks: Mutex::new(Vec::new()),
+        stream_delay,
     });
     let mut stopped = sandbox.stopped();
 
@@ -212,6 +223,22 @@ where
     }
     if creator && sandbox.session {
         sandbox.terminate("creating connection closed").await;
+    }
+}
+
+/// Returns the pause before output streams for a client with this `User-Agent`.
+///
+/// The Python SDK (deno-sandbox 0.16.0) registers its stream readers only after its listener has
+/// moved on from the spawn response, and it drops data for streams it does not know yet. Output
+/// that arrives in the same read as the response is therefore lost. Its `websockets` library
+/// identifies itself in `User-Agent`, and a short pause gives the SDK time to register. The npm SDK
+/// buffers early data itself and sends no `User-Agent`, so it gets no pause.
+pub fn stream_delay(user_agent: Option<&str>) -> std::time::Duration {
+    // NOTE: 20 ms is an estimate that held in local runs; a Python client stalled for longer
+    // still loses output.
+    match user_agent {
+        Some(agent) if agent.contains("websockets/") => std::time::Duration::from_millis(20),
+        _ => std::time::Duration::ZERO,
     }
 }
 
@@ -503,7 +530,7 @@ impl Connection {
             if mode == Output::Piped {
                 let (sender, receiver) = mpsc::unbounded_channel();
                 *slot = Some(sender);
-                forwarders.push((self.next_stream.fetch_add(1, Ordering::Relaxed), receiver));
+                forwarders.push((NEXT_SERVER_STREAM.fetch_add(1, Ordering::Relaxed), receiver));
             } else {
                 forwarders.push((0, mpsc::unbounded_channel().1));
             }
@@ -556,6 +583,9 @@ impl Connection {
         mut receiver: mpsc::UnboundedReceiver<Chunk>,
     ) {
         let notification = |method: &str, params: Value| json!({ "jsonrpc": "2.0", "method": method, "params": params });
+        if !self.stream_delay.is_zero() {
+            tokio::time::sleep(self.stream_delay).await;
+        }
         if !self
             .send(notification(
                 "$sandbox.stream.start",
@@ -651,4 +681,17 @@ async fn forward_stdin(
         }
     }
     sandbox.notify_agent(&json!({ "op": "stdinEnd", "pid": pid }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_python_clients_get_stream_delay() {
+        let python = stream_delay(Some("Python/3.11 websockets/15.0.1"));
+        assert_eq!(python, std::time::Duration::from_millis(20));
+        assert_eq!(stream_delay(None), std::time::Duration::ZERO);
+        assert_eq!(stream_delay(Some("node")), std::time::Duration::ZERO);
+    }
 }

@@ -21,6 +21,8 @@ use crate::signals;
 const ID_ALPHABET: &[u8] = b"0123456789abcdefghjkmnpqrstvwxyz";
 /// Stopped sandboxes the console list keeps showing; older ones are forgotten.
 const MAX_STOPPED_LISTED: usize = 1000;
+/// Time bubblewrap gets to exit after its init was killed, before it is killed too.
+const BWRAP_EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a new sandbox gets to reply to its first agent ping.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -123,7 +125,7 @@ fn iso(moment: OffsetDateTime) -> String {
     crate::fsops::iso(seconds, rest)
 }
 
-/// Current time in Unix milliseconds.
+/// Returns the current time in Unix milliseconds.
 pub fn now_ms() -> i64 {
     i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
@@ -188,12 +190,13 @@ impl Registry {
         })
     }
 
-    /// Returns the running sandbox `id` if `owner` created it.
+    /// Returns the running sandbox `id` if `owner` created it. A sandbox that is stopping counts as
+    /// gone, because its connections may close before it leaves the registry.
     pub fn get(&self, id: &str, owner: usize) -> Option<Arc<Sandbox>> {
         let running = self.running.lock().ok()?;
         running
             .get(id)
-            .filter(|sandbox| sandbox.owner == owner)
+            .filter(|sandbox| sandbox.owner == owner && !*sandbox.stopped.borrow())
             .cloned()
     }
 
@@ -224,7 +227,7 @@ impl Registry {
             .unwrap_or_default()
     }
 
-    /// Number of running sandboxes.
+    /// Returns the number of running sandboxes.
     pub fn running_count(&self) -> usize {
         self.running
             .lock()
@@ -658,12 +661,21 @@ impl Sandbox {
             }
         }
 
-        // Killing bubblewrap kills the sandbox's PID 1 (through --die-with-parent), and the
-        // kernel then kills every process of the PID namespace.
+        // Killing the sandbox's PID 1 (bubblewrap's init) makes the kernel kill every process of
+        // the PID namespace, and the dying init reaps them all. The outer bubblewrap then reaps
+        // the init and exits. Killing only the outer one would leave the init and its processes
+        // to the host's PID 1, and their cgroups could not be removed until it reaped them.
+        let killed_init = self.signal(1, 9).await.is_ok();
         let child = self.bwrap.lock().ok().and_then(|mut child| child.take());
         if let Some(mut child) = child {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            let exited = killed_init
+                && tokio::time::timeout(BWRAP_EXIT_TIMEOUT, child.wait())
+                    .await
+                    .is_ok();
+            if !exited {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
         }
         self.cgroup.remove().await;
         if let Err(error) = tokio::fs::remove_dir_all(&self.dir).await {

@@ -479,3 +479,26 @@ async fn write_file_from_content_stream() {
     let (response, _) = tokio::join!(pending, abort);
     assert_eq!(response["result"]["error"]["name"], "AbortError");
 }
+
+#[tokio::test]
+async fn stream_ids_unique_across_connections() {
+    // The npm SDK keeps server-produced streams in one table per Node process.
+    let server = Server::start().await;
+    let (first, _) = server.create(json!({})).await;
+    let (second, _) = server.create(json!({})).await;
+    let spawn = json!({ "command": "true", "stdout": "piped", "stderr": "piped" });
+    let a = first.ok("spawn", spawn.clone()).await;
+    let b = second.ok("spawn", spawn).await;
+    let mut ids: Vec<u64> = [&a, &b]
+        .iter()
+        .flat_map(|spawned| {
+            [
+                spawned["stdoutStreamId"].as_u64().unwrap(),
+                spawned["stderrStreamId"].as_u64().unwrap(),
+            ]
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 4);
+}

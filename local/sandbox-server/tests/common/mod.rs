@@ -130,6 +130,19 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // SIGTERM lets the server stop its sandboxes and remove their cgroups; SIGKILL would leave
+        // the cgroups until the next server start removes them.
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("/usr/bin/kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            for _ in 0..100 {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.state);
     }
