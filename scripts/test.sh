@@ -52,9 +52,6 @@ stop_stack
 started_here=false
 trap - EXIT
 
-phase "conformance: Deno's npm and Python SDKs against the local sandbox server"
-bash local/conformance/run.sh
-
 phase "release build of every function for Lambda (x86_64; the first one takes about 15 minutes)"
 bash scripts/build_functions.sh x86_64
 
