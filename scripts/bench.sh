@@ -25,8 +25,13 @@ cargo build -p deno-sandbox-local >&2
 phase "build the function binaries (release; the first build takes 10-20 minutes on two cores)"
 cargo build --release "${functions[@]}" >&2
 
-phase "build the harness (bench profile)"
-cargo bench -p integration-tests --bench tool_calls --no-run >&2
+# The harness itself builds with the dev profile by default: with the bench profile, feature
+# unification with the tests package rebuilds the whole optimized AWS SDK a second time (over
+# 30 minutes on two cores). The function binaries it starts are the release ones either way.
+# BENCH_PROFILE=release builds the harness optimized too.
+profile=${BENCH_PROFILE:-dev}
+phase "build the harness ($profile profile)"
+cargo bench --profile "$profile" -p integration-tests --bench tool_calls --no-run >&2
 
 stop_stack() {
   phase "stop the local stack"
@@ -37,4 +42,4 @@ phase "start the local stack"
 "$python" local/stack.py start --sandbox-server >&2
 
 phase "run the harness"
-cargo bench -p integration-tests --bench tool_calls | tee local/.state/bench.md
+cargo bench --profile "$profile" -p integration-tests --bench tool_calls | tee local/.state/bench.md

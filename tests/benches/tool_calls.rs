@@ -9,7 +9,9 @@
 //! 5. the local sandbox server: create to ready, and the exec round trip.
 //!
 //! Run with `bash scripts/bench.sh` (or `make bench`), which starts and stops the stack. With a
-//! stack already running: `cargo bench -p integration-tests --bench tool_calls`. It prints
+//! stack already running: `cargo bench --profile dev -p integration-tests --bench tool_calls`.
+//! The function binaries of sections 2 and 3 and the warm `deno_exec` row of section 1 always
+//! come from the release build when it exists, whatever profile builds this harness. It prints
 //! Markdown tables for BENCHMARKS.md. `BENCH_ITERATIONS` (default 200) sets the samples of the
 //! round-trip measurements and `BENCH_SANDBOXES` (default 50) the sandboxes of the scale run.
 
@@ -29,7 +31,7 @@ use deno_sandbox_tools::deno::{Region, SandboxConfig, SandboxId, SpawnOptions};
 use deno_sandbox_tools::secret::DenoToken;
 use deno_sandbox_tools::store::{DENO_CAPABILITY, DENO_PROVIDER, SandboxState};
 use deno_sandbox_tools::tools::command::{CaptureLimits, run_command};
-use deno_sandbox_tools::tools::{self, Tool};
+use deno_sandbox_tools::tools::{self, Tool, access};
 use integration_tests::{stack_app, stack_env};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -149,6 +151,7 @@ async fn tool_call_overhead(
     }
 
     let npm = npm_round_trip(stack, sandbox_id, iterations)?;
+    let binary = warm_binary_invocations(caller, sandbox_id, stack, iterations).await?;
 
     let handler = Samples::new(handler);
     let bare = Samples::new(bare);
@@ -165,6 +168,7 @@ async fn tool_call_overhead(
     for (name, samples) in [
         ("handler (`tools::handle_http`, in process)", &handler),
         ("bare round trip, this crate's client", &bare),
+        (binary.0.as_str(), &binary.1),
     ] {
         report.row(&[
             name.to_owned(),
@@ -194,6 +198,49 @@ async fn tool_call_overhead(
     handler_breakdown(report, app, caller, &id, &handler, iterations / 2).await
 }
 
+/// Runs `deno_exec` of `true` in the `deno_exec` binary under the fake Runtime API, five warm-up
+/// invocations first, and returns the row name and the warm invocations' latencies.
+async fn warm_binary_invocations(
+    caller: &Caller,
+    sandbox_id: &str,
+    stack: &HashMap<String, String>,
+    iterations: usize,
+) -> Result<(String, Samples)> {
+    let (directory, profile) = function_binaries();
+    let warm_up = 5;
+    let events = (0..warm_up + iterations)
+        .map(|_| {
+            tool_event(
+                "deno_exec",
+                caller,
+                json!({"sandbox_id": sandbox_id, "command": "true"}),
+            )
+        })
+        .collect();
+    let run = run_function(&directory.join("deno_exec"), "deno_exec", stack, events).await?;
+    let failures = run
+        .invocations
+        .iter()
+        .filter(|call| call.status != 200 || call.body["result"]["exit_code"] != 0)
+        .count();
+    if failures > 0 {
+        bail!("{failures} invocations of the deno_exec binary failed");
+    }
+    let samples = run
+        .invocations
+        .iter()
+        .skip(warm_up)
+        .map(|call| call.latency)
+        .collect();
+    let short_profile = profile.split(':').next().unwrap_or(profile);
+    Ok((
+        format!(
+            "handler in the `deno_exec` binary ({short_profile}), warm, via the fake Runtime API"
+        ),
+        Samples::new(samples),
+    ))
+}
+
 /// Times each step of the handler alone, in the order the handler needs their results.
 async fn handler_breakdown(
     report: &mut Report,
@@ -213,6 +260,7 @@ async fn handler_breakdown(
         "websocket connect",
         "spawn + wait RPC (`bash -lc true`)",
         "close",
+        "the three reads joined (`access::authorize_with_sandbox`)",
     ]
     .into_iter()
     .map(|name| (name, Vec::with_capacity(iterations)))
@@ -277,6 +325,10 @@ async fn handler_breakdown(
         let started = Instant::now();
         sandbox.close().await;
         steps[7].1.push(started.elapsed());
+
+        let started = Instant::now();
+        access::authorize_with_sandbox(app, &context, id).await?;
+        steps[8].1.push(started.elapsed());
     }
     let steps: Vec<(&str, Samples)> = steps
         .into_iter()
@@ -298,7 +350,7 @@ async fn handler_breakdown(
         ]);
     }
     let p50 = |index: usize| steps[index].1.percentile(0.50);
-    let serial: Duration = (0..steps.len()).map(p50).sum();
+    let serial: Duration = (0..8).map(p50).sum();
     let reads_concurrent = p50(0).max(p50(1) + p50(2)).max(p50(3) + p50(4));
     let critical = reads_concurrent + p50(5) + p50(6) + p50(7);
     report.row(&[
@@ -890,8 +942,8 @@ async fn local_server(
     let round_trips = Samples::new(round_trips);
     report.heading("5. Local sandbox server");
     report.line(
-        "With this crate's client, no handler. Deno's published figure for Deno Deploy sandboxes \
-         is a boot in under one second; the local server starts a bubblewrap process on this \
+        "With this crate's client, no handler. Deno's documentation (https://docs.deno.com/sandbox) \
+         says each sandbox boots in under a second; the local server starts a bubblewrap process on this \
          machine instead of a microVM in a Deno region, so the two are not the same thing."
             .to_owned(),
     );
@@ -1427,6 +1479,10 @@ impl Report {
     }
 
     fn line(&mut self, line: String) {
+        // A table ends at a blank line.
+        if self.text.ends_with("|\n") {
+            self.text.push('\n');
+        }
         self.text.push_str(&line);
         self.text.push_str("\n\n");
     }
