@@ -1,6 +1,6 @@
 # Entry points named in the README. Each target is a thin wrapper over a script, so the commands
 # also work without make.
-.PHONY: demo demo-keep demo-stop test stack-start stack-stop
+.PHONY: demo demo-keep demo-stop test bench stack-start stack-stop
 
 demo:
 	bash scripts/demo.sh
@@ -13,6 +13,9 @@ demo-stop:
 
 test:
 	bash scripts/test.sh
+
+bench:
+	bash scripts/bench.sh
 
 stack-start:
 	bash local/install.sh && .venv/bin/python local/stack.py start
