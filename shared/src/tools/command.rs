@@ -1,6 +1,6 @@
-//! Running one command in a sandbox with a deadline: bounded capture of both streams while they
-//! arrive, TERM then KILL of the whole process tree past the deadline, and a short wait for
-//! streams that background children hold open after the command itself exited.
+//! Running one command in a sandbox with a deadline. Both streams are captured within a fixed
+//! bound while they arrive. Past the deadline the whole process tree gets TERM, then KILL. After
+//! the command exits, streams that background children hold open get a short wait.
 //!
 //! Decision: a command past its deadline is stopped by signalling its process tree from inside
 //! the sandbox (a second, fixed `bash` script that walks children with `pgrep -P`), because
@@ -54,7 +54,7 @@ const KILL_TREE_SCRIPT: &str = r#"kill_tree() {
 }
 kill_tree "$1" "$2""#;
 
-/// What a command did.
+/// Outcome of one command: its exit status, captured output and how it ended.
 #[derive(Debug)]
 pub struct CommandOutcome {
     /// Exit status; `None` only when the process could not be waited for after a KILL.

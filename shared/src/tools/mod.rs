@@ -58,7 +58,7 @@ impl Tool {
         Tool::ManageSandbox,
     ];
 
-    /// Returns the tool name the agent sees, which is also the binary and route name.
+    /// Returns the tool name shown to the agent, which is also the binary and route name.
     pub fn name(self) -> &'static str {
         match self {
             Tool::CreateSandbox => "deno_create_sandbox",
