@@ -80,6 +80,19 @@ def port_free(port: int) -> bool:
     return True
 
 
+def port_path(name: str) -> str:
+    return os.path.join(STATE, f"{name}.port")
+
+
+def recorded_port(name: str):
+    """Returns the port `name` was started on, if recorded."""
+    try:
+        with open(port_path(name)) as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def spawn(name: str, command: list, env=None) -> int:
     log = open(os.path.join(STATE, f"{name}.log"), "wb")
     process = subprocess.Popen(
@@ -131,6 +144,13 @@ def http_answers(port: int, path: str = "/") -> bool:
 def start_service(name: str, port: int, command: list, probe, seconds: float, env=None) -> None:
     pid = running_pid(name)
     if pid is not None:
+        running_on = recorded_port(name)
+        if running_on is not None and running_on != port:
+            fail(
+                f"{name} of this checkout already runs on 127.0.0.1:{running_on} (pid {pid}), not on "
+                f"port {port}; stop the stack first (local/stack.py stop with the same LOCAL_*_PORT "
+                f"variables as when it started) or use port {running_on}"
+            )
         print(f"stack: {name} already running (pid {pid}) on 127.0.0.1:{port}")
         return
     if not port_free(port):
@@ -139,6 +159,8 @@ def start_service(name: str, port: int, command: list, probe, seconds: float, en
             f"stop that process or choose another port with the LOCAL_*_PORT variables"
         )
     pid = spawn(name, command, env)
+    with open(port_path(name), "w") as handle:
+        handle.write(str(port))
     wait_ready(name, port, probe, seconds)
     print(f"stack: {name} ready on 127.0.0.1:{port} (pid {pid})")
 
@@ -162,6 +184,10 @@ def stop_service(name: str) -> None:
     if running_pid(name) is not None:
         os.killpg(pid, signal.SIGKILL)
     os.remove(pid_path(name))
+    try:
+        os.remove(port_path(name))
+    except FileNotFoundError:
+        pass
     print(f"stack: {name} stopped (pid {pid})")
 
 
@@ -282,7 +308,13 @@ def main(argv: list) -> int:
         start_kms()
         if with_sandbox:
             start_sandbox_server()
-        variables = bootstrap()
+        try:
+            variables = bootstrap()
+        except Exception as error:  # botocore raises many unrelated classes for one refused call
+            fail(
+                f"creating the tables and key failed ({type(error).__name__}: {error}); check that the "
+                f"services above run on the ports named (local/stack.py status) and start them again"
+            )
         write_env(variables, with_sandbox)
         print(f"stack: tables and key ready; environment in {os.path.relpath(ENV_FILE, ROOT)}")
     elif action == "stop":
@@ -295,7 +327,9 @@ def main(argv: list) -> int:
     elif action == "status":
         for name in ("dynamodb", "kms", "sandbox"):
             pid = running_pid(name)
-            print(f"{name}: {'running (pid %d)' % pid if pid else 'stopped'}")
+            port = recorded_port(name)
+            where = f" on 127.0.0.1:{port}" if port else ""
+            print(f"{name}: {'running (pid %d)%s' % (pid, where) if pid else 'stopped'}")
     else:
         if not os.path.exists(ENV_FILE):
             fail("the stack is not started; run local/stack.py start")
