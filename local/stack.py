@@ -141,6 +141,10 @@ def http_answers(port: int, path: str = "/") -> bool:
     return True
 
 
+# Services started by this invocation, stopped again when a later step of the same start fails.
+STARTED_HERE = []
+
+
 def start_service(name: str, port: int, command: list, probe, seconds: float, env=None) -> None:
     pid = running_pid(name)
     if pid is not None:
@@ -159,6 +163,7 @@ def start_service(name: str, port: int, command: list, probe, seconds: float, en
             f"stop that process or choose another port with the LOCAL_*_PORT variables"
         )
     pid = spawn(name, command, env)
+    STARTED_HERE.append(name)
     with open(port_path(name), "w") as handle:
         handle.write(str(port))
     wait_ready(name, port, probe, seconds)
@@ -295,6 +300,24 @@ def write_env(variables: dict, with_sandbox: bool) -> None:
             handle.write(f"export {name}={json.dumps(value)}\n")
 
 
+def start(argv: list) -> None:
+    """Starts what is not running, then creates the tables and the key."""
+    with_sandbox = "--sandbox-server" in argv[2:]
+    start_dynamodb()
+    start_kms()
+    if with_sandbox:
+        start_sandbox_server()
+    try:
+        variables = bootstrap()
+    except Exception as error:  # botocore raises many unrelated classes for one refused call
+        fail(
+            f"creating the tables and key failed ({type(error).__name__}: {error}); check that the "
+            f"services above run on the ports named (local/stack.py status) and start them again"
+        )
+    write_env(variables, with_sandbox)
+    print(f"stack: tables and key ready; environment in {os.path.relpath(ENV_FILE, ROOT)}")
+
+
 def main(argv: list) -> int:
     if len(argv) < 2 or argv[1] not in ("start", "stop", "status", "env"):
         print(__doc__, file=sys.stderr)
@@ -303,20 +326,13 @@ def main(argv: list) -> int:
     action = argv[1]
 
     if action == "start":
-        with_sandbox = "--sandbox-server" in argv[2:]
-        start_dynamodb()
-        start_kms()
-        if with_sandbox:
-            start_sandbox_server()
         try:
-            variables = bootstrap()
-        except Exception as error:  # botocore raises many unrelated classes for one refused call
-            fail(
-                f"creating the tables and key failed ({type(error).__name__}: {error}); check that the "
-                f"services above run on the ports named (local/stack.py status) and start them again"
-            )
-        write_env(variables, with_sandbox)
-        print(f"stack: tables and key ready; environment in {os.path.relpath(ENV_FILE, ROOT)}")
+            start(argv)
+        except SystemExit as failure:
+            if failure.code not in (0, None):
+                for name in reversed(STARTED_HERE):
+                    stop_service(name)
+            raise
     elif action == "stop":
         for name in ("sandbox", "kms", "dynamodb"):
             stop_service(name)

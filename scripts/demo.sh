@@ -58,6 +58,7 @@ if [ "$mode" = stop ]; then
 fi
 
 stack_started_here=false
+watch_started_here=false
 leave_running=false
 cleanup() {
   local status=$?
@@ -65,7 +66,10 @@ cleanup() {
     return
   fi
   phase "stop what the demo started"
-  stop_watch
+  # Only the watch process this run started: another run's (say, of make demo-keep) stays up.
+  if [ "$watch_started_here" = true ]; then
+    stop_watch
+  fi
   if [ "$stack_started_here" = true ]; then
     "$python" local/stack.py stop || true
   else
@@ -101,6 +105,11 @@ set +a
 export PATH="$root/.venv/bin:$PATH"
 
 phase "serve the functions with cargo lambda watch on 127.0.0.1:$watch_port"
+earlier_pid=$(cat "$watch_pid_file" 2>/dev/null || true)
+if [ -n "$earlier_pid" ] && kill -0 "$earlier_pid" 2>/dev/null; then
+  echo "demo: the functions of an earlier make demo-keep still run (pid $earlier_pid); run make demo-stop first" >&2
+  exit 1
+fi
 if (exec 3<>"/dev/tcp/127.0.0.1/$watch_port") 2>/dev/null; then
   echo "demo: port $watch_port on 127.0.0.1 is in use; stop that process or set LOCAL_WATCH_PORT" >&2
   exit 1
@@ -108,6 +117,7 @@ fi
 # setsid puts watch and the functions it spawns in their own process group, which stop_watch ends.
 setsid cargo lambda watch -A 127.0.0.1 -P "$watch_port" >"$state/watch.log" 2>&1 </dev/null &
 echo $! >"$watch_pid_file"
+watch_started_here=true
 ready=false
 for _ in $(seq 1 120); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$watch_port") 2>/dev/null; then

@@ -250,6 +250,15 @@ pub fn decode_request<A: DeserializeOwned>(body: &[u8]) -> Result<ToolRequest<A>
                  surrogate (D800-DFFF without its pair), which has no UTF-8 form; send such \
                  content base64-encoded with \"encoding\": \"base64\""
             ))
+        } else if err.is_data() {
+            // Valid JSON of the wrong shape. serde's text for a non-object names an internal
+            // type, so it is kept only when it names a member.
+            let detail = err.to_string();
+            let detail = if detail.contains("RawEnvelope") { String::new() } else { format!(" ({detail})") };
+            ToolError::invalid_argument(format!(
+                "request body must be a JSON object {{\"context\": {{...}}, \"arguments\": {{...}}}} \
+                 with no other members{detail}; see the README for the request shape"
+            ))
         } else {
             ToolError::invalid_argument(format!("request body is not a valid request: {err}"))
         }
@@ -262,7 +271,11 @@ pub fn decode_request<A: DeserializeOwned>(body: &[u8]) -> Result<ToolRequest<A>
     let context: CallContext = serde_path_to_error::deserialize(context_value).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        ToolError::invalid_argument(format!("invalid context ({path}): {inner}"))
+        if path == "." {
+            ToolError::invalid_argument(format!("invalid context: {inner}"))
+        } else {
+            ToolError::invalid_argument(format!("invalid context.{path}: {inner}"))
+        }
     })?;
     context.validate()?;
 

@@ -376,3 +376,66 @@ async fn disabled_capability_is_refused() {
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "capability_disabled");
 }
+
+#[tokio::test]
+async fn caller_mistakes_are_invalid_arguments() {
+    let app = stack_app().await;
+    let caller = Caller::new();
+    connected(&app, &caller).await;
+    let sandbox_id = create(&app, &caller, json!({"timeout": "2m"})).await;
+
+    // A missing working directory is the caller's mistake, not an internal error.
+    let (status, body) = call(
+        &app,
+        Tool::Exec,
+        &caller,
+        json!({"sandbox_id": sandbox_id, "command": "true", "cwd": "/no/such/dir"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("could not start the command"), "{message}");
+    assert!(message.contains("cwd"), "{message}");
+
+    // A FIFO has no content to read in windows.
+    exec(&app, &caller, &sandbox_id, "mkfifo pipe").await;
+    let (status, body) = call(
+        &app,
+        Tool::ReadFile,
+        &caller,
+        json!({"sandbox_id": sandbox_id, "path": "pipe"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("is not a regular file"), "{message}");
+
+    // An oversized id is measured, not echoed.
+    let huge = "x".repeat(100_000);
+    let (status, body) = call(
+        &app,
+        Tool::Exec,
+        &caller,
+        json!({"sandbox_id": huge, "command": "true"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("sandbox_id is 100000 bytes long"),
+        "{message}"
+    );
+    assert!(message.len() < 300, "{} bytes", message.len());
+
+    // Extending by less than the time left changes nothing and says so.
+    let (status, body) = call(
+        &app,
+        Tool::ManageSandbox,
+        &caller,
+        json!({"sandbox_id": sandbox_id, "action": "extend", "duration": "30s"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let note = body["result"]["note"].as_str().unwrap_or_default();
+    assert!(note.contains("did not change"), "{body}");
+}

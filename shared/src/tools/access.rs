@@ -23,6 +23,15 @@ pub struct OwnedSandbox {
 }
 
 impl OwnedSandbox {
+    /// Returns the seconds left until the stop time, or 0 for a deleted or expired sandbox.
+    pub fn expires_in_seconds(&self, now: OffsetDateTime) -> i64 {
+        if self.status(now) == "running" {
+            (self.state.stop_at - now).whole_seconds().max(0)
+        } else {
+            0
+        }
+    }
+
     /// Returns `running`, `expired` or `deleted` as of `now`.
     pub fn status(&self, now: OffsetDateTime) -> &'static str {
         match self.record.status {

@@ -13,6 +13,8 @@ use crate::config::{Config, parse_duration_literal};
 use crate::contract::ToolError;
 use crate::deno::{Region, SandboxId};
 
+/// Longest command text, in bytes: Linux's limit on one `execve` argument (`MAX_ARG_STRLEN`).
+pub const MAX_COMMAND_BYTES: usize = 128 * 1024;
 /// Deno's limit on labels per sandbox.
 pub const MAX_LABELS: usize = 5;
 /// Deno's limit on a label key, in bytes.
@@ -214,6 +216,13 @@ pub fn validate_sandbox_id(value: &str) -> Result<SandboxId, ToolError> {
             "sandbox_id must not be empty; use an id returned by deno_create_sandbox or deno_list_sandboxes",
         ));
     }
+    if value.len() > 64 {
+        return Err(ToolError::invalid_argument(format!(
+            "sandbox_id is {} bytes long, but a Deno sandbox id has 28 characters \
+             (sbx_<region>_<20 characters>); use an id returned by deno_create_sandbox or deno_list_sandboxes",
+            value.len()
+        )));
+    }
     SandboxId::parse(value).map_err(|_| {
         ToolError::invalid_argument(format!(
             "sandbox_id {value:?} is not a Deno sandbox id (sbx_<region>_<20 characters>); use an id \
@@ -253,6 +262,13 @@ impl ExecArguments {
         if self.command.trim().is_empty() {
             return Err(ToolError::invalid_argument("command must not be empty"));
         }
+        if self.command.len() >= MAX_COMMAND_BYTES {
+            return Err(ToolError::invalid_argument(format!(
+                "command is {} bytes long; Linux limits one argument to {MAX_COMMAND_BYTES} bytes, so \
+                 write long scripts to a file with deno_write_file and run that file",
+                self.command.len()
+            )));
+        }
         if self.command.contains('\0') {
             return Err(ToolError::invalid_argument(
                 "command must not contain NUL characters",
@@ -280,7 +296,7 @@ impl ExecArguments {
         match self.timeout_seconds {
             None => Ok(config.exec_default_timeout),
             Some(0) => Err(ToolError::invalid_argument(format!(
-                "timeout_seconds must be at least 1 and at most {max}"
+                "timeout_seconds 0 is out of range; use 1 to {max}"
             ))),
             Some(seconds) if seconds > max => Err(ToolError::invalid_argument(format!(
                 "timeout_seconds {seconds} exceeds the maximum of {max}; run long jobs in the background \
@@ -657,7 +673,10 @@ mod tests {
                 .contains("timeout_seconds 21 exceeds the maximum of 20")
         );
         arguments.timeout_seconds = Some(0);
-        assert!(message(arguments.validate(&config())).contains("at least 1"));
+        assert!(
+            message(arguments.validate(&config()))
+                .contains("timeout_seconds 0 is out of range; use 1 to 20")
+        );
         arguments.timeout_seconds = None;
         arguments.command = "  ".into();
         assert!(message(arguments.validate(&config())).contains("command must not be empty"));

@@ -159,7 +159,7 @@ pub fn describe(owned: &OwnedSandbox, now: OffsetDateTime, reused: bool) -> Valu
         "status": owned.status(now),
         "timeout": describe_duration(Duration::from_secs(lifetime.whole_seconds().max(0) as u64)),
         "stop_at": format_time(owned.state.stop_at),
-        "expires_in_seconds": (owned.state.stop_at - now).whole_seconds().max(0),
+        "expires_in_seconds": owned.expires_in_seconds(now),
         "memory_mb": owned.state.memory_mb,
         "title": owned.state.title,
     });

@@ -8,8 +8,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
 use crate::contract::ToolError;
-use crate::deno::{OutputCapture, Sandbox, SpawnOptions};
-use crate::tools::arguments::{ExecArguments, resolve_path};
+use crate::deno::{DenoError, OutputCapture, Sandbox, SpawnOptions};
+use crate::tools::arguments::{ExecArguments, MAX_COMMAND_BYTES, resolve_path};
 use crate::tools::command::{CaptureLimits, CommandOutcome, SHUTDOWN_ALLOWANCE, run_command};
 use crate::tools::display::clean_for_display;
 use crate::tools::errors::from_deno;
@@ -41,7 +41,19 @@ pub async fn execute(
     };
     let outcome = run_command(sandbox, options, deadline, CaptureLimits::default())
         .await
-        .map_err(from_deno)?;
+        .map_err(|error| match &error {
+            // The sandbox refused to start the process: a caller's mistake, not our fault.
+            DenoError::Application { error: inner, .. } => {
+                let reason = inner.code.as_deref().unwrap_or(&inner.constructor_name);
+                ToolError::invalid_argument(format!(
+                    "the sandbox could not start the command ({reason}); check that cwd exists and \
+                     is a directory, that env does not replace PATH, and that the command is \
+                     shorter than {MAX_COMMAND_BYTES} bytes"
+                ))
+                .with_source(error)
+            }
+            _ => from_deno(error),
+        })?;
     Ok(describe(&outcome, deadline, arguments.include_raw))
 }
 

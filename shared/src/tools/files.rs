@@ -49,11 +49,19 @@ pub async fn read_window(
         )));
     }
 
+    if !info.is_file {
+        return Err(ToolError::invalid_argument(format!(
+            "path {path} is not a regular file (a device, FIFO or socket), so it has no size to read \
+             in windows; read from it with deno_exec instead, for example head -c 1024 {path} | base64"
+        )));
+    }
+
     let size = info.size;
     let limit = arguments.limit.unwrap_or(DEFAULT_READ_WINDOW);
     let offset = arguments.offset;
     let mut window = Vec::new();
-    if offset < size {
+    // Files in /proc and /sys report size 0 but have content, so an empty file is read too.
+    if offset < size || size == 0 {
         let handle = sandbox
             .open(path, OpenOptions::default())
             .await

@@ -111,7 +111,7 @@ pub fn describe(sandbox: &OwnedSandbox, now: OffsetDateTime) -> Value {
         "status": sandbox.status(now),
         "started_at": format_time(sandbox.state.started_at),
         "stop_at": format_time(sandbox.state.stop_at),
-        "expires_in_seconds": (sandbox.state.stop_at - now).whole_seconds().max(0),
+        "expires_in_seconds": sandbox.expires_in_seconds(now),
         "memory_mb": sandbox.state.memory_mb,
         "workspace_path": sandbox.state.workspace_path,
     })
@@ -208,6 +208,14 @@ async fn extend_one(
         result["note"] = json!(format!(
             "Deno granted a shorter extension than requested (until {}); it allows at most 30 minutes per call",
             format_time(granted)
+        ));
+    } else if granted_ms > requested_ms {
+        // Deno sets the stop time to now plus the duration and never moves it earlier.
+        result["note"] = json!(format!(
+            "the sandbox already ran until {}, later than now plus {}, so its stop time did not \
+             change; extend sets the stop time to now plus the duration and never shortens it",
+            format_time(granted),
+            crate::tools::arguments::describe_duration(extension)
         ));
     }
     Ok(result)

@@ -211,6 +211,7 @@ async fn run_read(
     context: &CallContext,
     arguments: &arguments::ReadFileArguments,
 ) -> Result<Value, ToolError> {
+    let started = Instant::now();
     arguments.validate(files::MAX_READ_WINDOW)?;
     let sandbox_id = arguments::validate_sandbox_id(&arguments.sandbox_id)?;
     let (token, owned) = access::authorize_with_sandbox(app, context, &sandbox_id).await?;
@@ -218,7 +219,12 @@ async fn run_read(
     let path = arguments::resolve_path(&owned.state.workspace_path, &arguments.path);
     let sandbox = access::connect(&app.deno, &token, &sandbox_id).await?;
     drop(token);
-    let result = files::read_window(&sandbox, &path, arguments).await;
+    let result = within_budget(
+        started,
+        &path,
+        files::read_window(&sandbox, &path, arguments),
+    )
+    .await;
     sandbox.close().await;
     result
 }
@@ -228,6 +234,7 @@ async fn run_write(
     context: &CallContext,
     arguments: &arguments::WriteFileArguments,
 ) -> Result<Value, ToolError> {
+    let started = Instant::now();
     let content = arguments.validate()?;
     let sandbox_id = arguments::validate_sandbox_id(&arguments.sandbox_id)?;
     let (token, owned) = access::authorize_with_sandbox(app, context, &sandbox_id).await?;
@@ -235,9 +242,37 @@ async fn run_write(
     let path = arguments::resolve_path(&owned.state.workspace_path, &arguments.path);
     let sandbox = access::connect(&app.deno, &token, &sandbox_id).await?;
     drop(token);
-    let result = files::write(&sandbox, &path, &content, arguments).await;
+    let result = within_budget(
+        started,
+        &path,
+        files::write(&sandbox, &path, &content, arguments),
+    )
+    .await;
     sandbox.close().await;
     result
+}
+
+/// Runs a file operation until the call's response budget runs out. A read or write on a FIFO
+/// or a device can block forever inside the sandbox; the call then ends with `timeout` instead
+/// of running into API Gateway's limit.
+async fn within_budget(
+    started: Instant,
+    path: &str,
+    operation: impl std::future::Future<Output = Result<Value, ToolError>>,
+) -> Result<Value, ToolError> {
+    let remaining = exec::RESPONSE_BUDGET.saturating_sub(started.elapsed());
+    match tokio::time::timeout(remaining, operation).await {
+        Ok(result) => result,
+        Err(_) => Err(ToolError::new(
+            contract::ErrorCode::Timeout,
+            format!(
+                "the file operation on {path} did not finish within {} s; if the path is a FIFO or \
+                 a device, use deno_exec with a command that does not block",
+                exec::RESPONSE_BUDGET.as_secs()
+            ),
+        )
+        .with_retryable(false)),
+    }
 }
 
 /// Handles `DELETE /sessions/{session_id}/sandboxes`: deletes every sandbox of the session.
