@@ -93,7 +93,10 @@ phase "build the functions and the sandbox server (from scratch: about 6-15 minu
 cargo build --workspace --bins
 
 phase "start the local stack"
-if "$python" local/stack.py status | grep -q running; then
+# grep reads the whole status first: with -q on a pipe it would stop early, and pipefail would
+# turn the status script's broken pipe into "not running".
+stack_status=$("$python" local/stack.py status)
+if grep -q running <<<"$stack_status"; then
   echo "demo: reusing the running local stack"
 else
   stack_started_here=true
