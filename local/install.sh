@@ -55,7 +55,7 @@ else
   step 1/3 "Debian packages present (bubblewrap, iproute2, java, python3)"
 fi
 
-# Python venv. The stamp holds the requirements' checksum so a changed pin reinstalls.
+# Python venv. The stamp contains the requirements' checksum so a changed pin reinstalls.
 wanted=$(sha256sum local/requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$state/venv.stamp" 2>/dev/null)" != "$wanted" ] || [ ! -x .venv/bin/moto_server ]; then
   step 2/3 "Python venv .venv: moto, boto3, cargo-lambda, deno, deno-sandbox, aws-sam-cli, cfn-lint (1-2 minutes)"

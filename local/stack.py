@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start, stop and inspect the local stack on 127.0.0.1: DynamoDB Local (inside a private network
 namespace behind a loopback relay), the KMS emulator (moto) and, when it is built, the local Deno
-sandbox server. After start, local/.state/stack.env holds the environment the functions and tests
+sandbox server. After start, local/.state/stack.env contains the environment the functions and tests
 use to reach it.
 
 Usage:

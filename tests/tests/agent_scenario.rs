@@ -291,7 +291,7 @@ async fn revoked_token_requires_reconnect() {
     connected(&app, &caller).await;
     let sandbox_id = create(&app, &caller, json!({"timeout": "2m"})).await;
 
-    // The user removes the connection: the next call asks the platform to connect again.
+    // The user removes the connection: the next call returns connection_required so the platform connects again.
     let request = request_from_fixture("connection_delete.json", Some(&caller.body(None)), None);
     let (status, _) =
         status_and_body(&deno_sandbox_tools::connections::handle_http(&app, request).await);
@@ -328,7 +328,7 @@ async fn deleted_underneath_reports_not_found() {
     connected(&app, &caller).await;
     let sandbox_id = create(&app, &caller, json!({"timeout": "2m"})).await;
 
-    // Someone deletes the sandbox at Deno directly; our record still says active.
+    // Someone deletes the sandbox at Deno directly; our record is still active.
     let token = deno_sandbox_tools::secret::DenoToken::new(stack_env()["LOCAL_DENO_TOKEN"].clone());
     let id = deno_sandbox_tools::deno::SandboxId::parse(&sandbox_id).expect("id");
     app.deno
@@ -427,7 +427,7 @@ async fn caller_mistakes_are_invalid_arguments() {
     );
     assert!(message.len() < 300, "{} bytes", message.len());
 
-    // Extending by less than the time left changes nothing and says so.
+    // Extending by less than the time left changes nothing and the result notes it.
     let (status, body) = call(
         &app,
         Tool::ManageSandbox,

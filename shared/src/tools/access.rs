@@ -128,10 +128,10 @@ pub fn require_running(owned: &OwnedSandbox, now: OffsetDateTime) -> Result<(), 
     }
 }
 
-/// Opens a connection to a running sandbox the session owns.
+/// Opens a connection to a running sandbox the session owns, with the caller's token.
 ///
 /// # Errors
-/// `sandbox_not_found` when Deno no longer knows the sandbox (deleted or expired underneath);
+/// `sandbox_not_found` when Deno no longer has the sandbox (deleted or expired underneath);
 /// other Deno errors through [`from_deno`].
 pub async fn connect(
     deno: &DenoClient,
@@ -139,4 +139,22 @@ pub async fn connect(
     sandbox_id: &SandboxId,
 ) -> Result<Sandbox, ToolError> {
     deno.connect(token, sandbox_id).await.map_err(from_deno)
+}
+
+/// Checks access to a sandbox the session owns, requires it to be running and opens a
+/// connection to it. The token is dropped once the connection is open.
+///
+/// # Errors
+/// Those of [`validate_sandbox_id`](crate::tools::arguments::validate_sandbox_id),
+/// [`authorize_with_sandbox`], [`require_running`] and [`connect`].
+pub async fn open_running(
+    app: &App,
+    context: &CallContext,
+    sandbox_id: &str,
+) -> Result<(Sandbox, OwnedSandbox), ToolError> {
+    let sandbox_id = crate::tools::arguments::validate_sandbox_id(sandbox_id)?;
+    let (token, owned) = authorize_with_sandbox(app, context, &sandbox_id).await?;
+    require_running(&owned, OffsetDateTime::now_utc())?;
+    let sandbox = connect(&app.deno, &token, &sandbox_id).await?;
+    Ok((sandbox, owned))
 }

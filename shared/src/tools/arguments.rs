@@ -307,7 +307,7 @@ impl ExecArguments {
     }
 }
 
-/// How `deno_read_file` returns content.
+/// Encoding of the content `deno_read_file` returns.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum ReadEncoding {
     /// UTF-8 text when the window is valid UTF-8, base64 otherwise.
@@ -360,7 +360,7 @@ impl ReadFileArguments {
     }
 }
 
-/// How `deno_write_file` interprets `content`.
+/// Encoding of the `content` of `deno_write_file`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum WriteEncoding {
     /// `content` is text, written as UTF-8.
@@ -372,7 +372,7 @@ pub enum WriteEncoding {
     Base64,
 }
 
-/// What `deno_write_file` does when the file exists.
+/// Behaviour of `deno_write_file` when the file exists.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WriteMode {
@@ -398,7 +398,7 @@ pub struct WriteFileArguments {
     /// How to read `content`.
     #[serde(default)]
     pub encoding: WriteEncoding,
-    /// What to do when the file exists.
+    /// Behaviour when the file exists.
     #[serde(default)]
     pub mode: WriteMode,
 }
@@ -467,7 +467,7 @@ pub enum ManageAction {
 pub struct ManageSandboxArguments {
     /// Target sandbox.
     pub sandbox_id: String,
-    /// What to do.
+    /// Action to take.
     pub action: ManageAction,
     /// For `extend`: how long the sandbox should live from now (`"Ns"`/`"Nm"`, at most 30m).
     pub duration: Option<String>,
@@ -515,7 +515,7 @@ pub fn validate_path(field: &str, path: &str) -> Result<(), ToolError> {
 
 /// Resolves `path` against the sandbox workspace when it is relative, and drops `.` and empty
 /// segments, which would make a recursive `mkdir` of the parent fail. `..` segments stay, so the
-/// sandbox's kernel resolves them through any symlinks. No shell sees the result.
+/// sandbox's kernel resolves them through any symlinks. No shell interprets the result.
 pub fn resolve_path(workspace: &str, path: &str) -> String {
     let joined = if path.starts_with('/') {
         path.to_owned()

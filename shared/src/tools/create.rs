@@ -22,7 +22,7 @@ use crate::tools::errors::from_deno;
 use crate::tools::format_time;
 
 /// Time a sandbox record outlives its sandbox before DynamoDB's TTL may remove it, so that
-/// list and status can still say "expired" for a day.
+/// list and status can still report "expired" for a day.
 pub const RECORD_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Creates a sandbox, or returns the one an earlier call with the same tool call id created.

@@ -22,7 +22,7 @@ pub fn from_deno(error: DenoError) -> ToolError {
              Deploy organization"
         ),
         DenoError::Timeout { operation, after } => format!(
-            "Deno did not answer {operation} within {} ms; retry the call",
+            "{operation} at Deno timed out after {} ms; retry the call",
             after.as_millis()
         ),
         DenoError::InvalidArgument { name, reason } => format!("invalid {name}: {reason}"),

@@ -156,7 +156,7 @@ pub fn describe(outcome: &CommandOutcome, deadline: Duration, include_raw: bool)
 }
 
 /// Returns the kept bytes of a stream as base64; for a truncated stream these are the head and
-/// the tail joined without a marker, as the `*_truncated` fields say.
+/// the tail joined without a marker, as the `*_truncated` fields report.
 fn raw_base64(capture: &OutputCapture) -> String {
     BASE64.encode(capture.kept_bytes())
 }

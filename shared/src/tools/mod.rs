@@ -193,11 +193,7 @@ async fn run_exec(
 ) -> Result<Value, ToolError> {
     let started = Instant::now();
     let requested = arguments.validate(&app.config)?;
-    let sandbox_id = arguments::validate_sandbox_id(&arguments.sandbox_id)?;
-    let (token, owned) = access::authorize_with_sandbox(app, context, &sandbox_id).await?;
-    access::require_running(&owned, OffsetDateTime::now_utc())?;
-    let sandbox = access::connect(&app.deno, &token, &sandbox_id).await?;
-    drop(token);
+    let (sandbox, owned) = access::open_running(app, context, &arguments.sandbox_id).await?;
     // A slow authorization or connect shortens the deadline instead of pushing the response
     // past API Gateway's timeout.
     let deadline = exec::deadline_within_budget(requested, started.elapsed());
@@ -213,12 +209,8 @@ async fn run_read(
 ) -> Result<Value, ToolError> {
     let started = Instant::now();
     arguments.validate(files::MAX_READ_WINDOW)?;
-    let sandbox_id = arguments::validate_sandbox_id(&arguments.sandbox_id)?;
-    let (token, owned) = access::authorize_with_sandbox(app, context, &sandbox_id).await?;
-    access::require_running(&owned, OffsetDateTime::now_utc())?;
+    let (sandbox, owned) = access::open_running(app, context, &arguments.sandbox_id).await?;
     let path = arguments::resolve_path(&owned.state.workspace_path, &arguments.path);
-    let sandbox = access::connect(&app.deno, &token, &sandbox_id).await?;
-    drop(token);
     let result = within_budget(
         started,
         &path,
@@ -236,12 +228,8 @@ async fn run_write(
 ) -> Result<Value, ToolError> {
     let started = Instant::now();
     let content = arguments.validate()?;
-    let sandbox_id = arguments::validate_sandbox_id(&arguments.sandbox_id)?;
-    let (token, owned) = access::authorize_with_sandbox(app, context, &sandbox_id).await?;
-    access::require_running(&owned, OffsetDateTime::now_utc())?;
+    let (sandbox, owned) = access::open_running(app, context, &arguments.sandbox_id).await?;
     let path = arguments::resolve_path(&owned.state.workspace_path, &arguments.path);
-    let sandbox = access::connect(&app.deno, &token, &sandbox_id).await?;
-    drop(token);
     let result = within_budget(
         started,
         &path,
